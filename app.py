@@ -1,0 +1,11 @@
+"""Digit Reuse Lab: entry point. `streamlit run app.py`"""
+import streamlit as st
+
+st.set_page_config(page_title="Digit Reuse Lab", page_icon=":material/draw:", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/draw.py", title="Draw & Reframe", icon=":material/draw:", url_path="draw"),
+]
+
+st.navigation(PAGES).run()

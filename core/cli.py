@@ -1,0 +1,118 @@
+"""`python -m core ...`: everything the dashboard does, scriptable, with --json output."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.datasets import TRAINING_SETS
+from core.errors import DigitLabError
+from core.models import ARCHITECTURES
+from core.reframing import METHODS
+
+
+def _print(data, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2) if as_json else text)
+
+
+def cmd_predict(args) -> int:
+    from core.images import read_image
+    from core.models import Predictor, classify
+
+    predictor = Predictor.load(args.model)
+    results, failed = [], 0
+    for f in args.images:
+        try:
+            pred = classify(predictor, read_image(f), args.reframing)
+            results.append({"file": f, **pred.as_dict()})
+        except DigitLabError as e:
+            failed += 1
+            results.append({"file": f, "digit": None, "confidence": None, "probabilities": None,
+                            "reframing": args.reframing, "blank": None, "error": str(e)})
+    lines = []
+    for r in results:
+        if r.get("error"):
+            lines.append(f"{r['file']}: error: {r['error']}")
+        elif r["blank"]:
+            lines.append(f"{r['file']}: blank (no ink found), not classified")
+        else:
+            lines.append(f"{r['file']}: {r['digit']}  (confidence {r['confidence']:.1%}, {r['reframing']})")
+    _print(results, args.json, "\n".join(lines))
+    return 1 if failed else 0
+
+
+def _train_config(args):
+    from core.training import RunConfig
+
+    cfg = RunConfig(architecture=args.arch)  # the architecture's own defaults, then what was asked
+    overrides = {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size,
+                 "learning_rate": args.lr, "max_samples": args.max_samples, "input_size": args.input_size,
+                 "weights": args.weights, "fine_tune_layers": args.fine_tune_layers,
+                 "fine_tune_epochs": args.fine_tune_epochs, "random_state": args.seed,
+                 "early_stopping": args.early_stopping}
+    d = cfg.to_dict()
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    if args.augment is not None:
+        d["augment"] = args.augment
+    if d["early_stopping"] == 0:
+        d["early_stopping"] = None
+    return RunConfig.from_dict(d)
+
+
+def cmd_train(args) -> int:
+    from core import runs
+    from core.training import train
+
+    cfg = _train_config(args)
+    out = Path(args.out) if args.out else runs.user_runs_dir() / runs.new_run_id(cfg.architecture)
+    log = None if args.json else (lambda row: print(
+        f"epoch {row['epoch']:>3}  loss {row.get('loss', float('nan')):.4f}  acc {row.get('accuracy', 0):.4f}  "
+        f"val_loss {row.get('val_loss', float('nan')):.4f}  val_acc {row.get('val_accuracy', 0):.4f}  "
+        f"{row['seconds']:.1f}s", flush=True))
+    result = train(cfg, out, on_epoch=log, title=args.title)
+    _print(result, args.json, f"run {result['id']} {result['status']}: test accuracy "
+           f"{result['test_accuracy']:.4f} on {result['test_n']} images ({result['test_set']}); saved in {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Digit Reuse Lab command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="classify digit images with the reused model")
+    p.add_argument("images", nargs="+", help="PNG/JPEG/BMP/TIFF files")
+    p.add_argument("--reframing", choices=METHODS, default="mnist")
+    p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="train a model (MLP, CNN, VGG16, MobileNetV2) on MNIST digits")
+    p.add_argument("--arch", choices=ARCHITECTURES, default="cnn")
+    p.add_argument("--dataset", choices=TRAINING_SETS)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--max-samples", type=int, help="train on at most N images (stratified)")
+    p.add_argument("--input-size", type=int, help="transfer models: backbone input size, 32-96")
+    p.add_argument("--weights", help="transfer models: imagenet | none | PATH to a .h5 file")
+    p.add_argument("--fine-tune-layers", type=int, help="transfer models: unfreeze the last N backbone layers")
+    p.add_argument("--fine-tune-epochs", type=int)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--early-stopping", type=int, help="patience in epochs (0 disables)")
+    p.add_argument("--seed", type=int, help="random_state")
+    p.add_argument("--title", help="a title for the run")
+    p.add_argument("--out", help="run folder (default: a new folder in the user's run store)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_train)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DigitLabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

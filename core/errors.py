@@ -1,0 +1,35 @@
+"""One exception hierarchy for the whole product.
+
+Pages catch `DigitLabError` and show its message with `st.error`; the CLI prints it and exits 2.
+Messages say what was wrong and name the valid values, scikit-learn style.
+"""
+from __future__ import annotations
+
+
+class DigitLabError(Exception):
+    """Base class of every error the product reports to a user."""
+
+
+class InvalidImageError(DigitLabError, ValueError):
+    """An image that cannot be read or reframed (wrong shape, dtype, size, corrupt file)."""
+
+
+class InvalidOptionError(DigitLabError, ValueError):
+    """An option outside its valid values."""
+
+    def __init__(self, name: str, value: object, valid: object) -> None:
+        valid_text = ", ".join(map(str, valid)) if not isinstance(valid, str) else valid
+        super().__init__(f"{name} must be one of {valid_text}; got {value!r}.")
+        self.name, self.value, self.valid = name, value, valid
+
+
+class DatasetError(DigitLabError, ValueError):
+    """A data set that cannot be loaded or used (missing, empty, unsafe archive, missing classes)."""
+
+
+class ModelError(DigitLabError):
+    """A model that cannot be found, loaded or built (e.g. ImageNet weights unavailable offline)."""
+
+
+class JobError(DigitLabError):
+    """A background job that cannot be queued, found or cancelled."""

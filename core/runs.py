@@ -1,0 +1,226 @@
+"""The run store: one folder per training run, every file written atomically.
+
+A run folder holds `config.json` (what was asked), `run.json` (status, device, versions, parameter counts,
+data provenance, wall time), `history.csv` (one row per epoch, rewritten whole after each epoch), `metrics.json`
+(final test metrics) and `model.keras` (or, for models over 20 MB, `rebuild` in run.json says how to rebuild it).
+Each file is replaced in one `os.replace`, so a crash leaves the previous complete version, never half a file.
+
+Three places hold runs: project runs shipped in `models/runs/`, the user's own in `<data home>/runs/` (not tracked
+by git), and the published reference runs in `models/reference-runs/` (read-only).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import config
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary file in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; run files are meant to be shared and committed
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _jsonable(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def history_to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in HISTORY_COLUMNS})
+    return buf.getvalue()
+
+
+def read_history(path: Path) -> list[dict]:
+    """Rows of a history.csv as dicts of floats (None where the value is missing)."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class RunWriter:
+    """Writes one run folder as training goes; used by the training code, never by pages."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.history: list[dict] = []
+        self.started = time.time()
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def write_config(self, cfg: dict) -> None:
+        write_json(self.path / "config.json", cfg)
+
+    def update_info(self, **fields) -> None:
+        p = self.path / "run.json"
+        info = read_json(p) if p.exists() else {"id": self.id, "kind": "project", "created": _now()}
+        info.update(fields)
+        write_json(p, info)
+
+    def append_epoch(self, row: dict) -> None:
+        self.history.append(row)
+        atomic_write(self.path / "history.csv", history_to_csv(self.history))
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self.path / "metrics.json", metrics)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def new_run_id(architecture: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{architecture}-{os.getpid() % 10000:04d}"
+
+
+def user_runs_dir() -> Path:
+    return config.data_home() / "runs"
+
+
+@dataclass
+class RunInfo:
+    """What the Training Runs page and `python -m core runs` show of one run."""
+
+    id: str
+    kind: str  # "project" or "reference"
+    architecture: str  # MLP, CNN, VGG16, MobileNetV2
+    title: str
+    dataset: str
+    status: str
+    epochs: int
+    test_accuracy: float | None
+    test_loss: float | None = None
+    best_val_accuracy: float | None = None
+    params: int | None = None
+    trainable_params: int | None = None
+    seconds_per_epoch: float | None = None
+    wall_seconds: float | None = None
+    batch_size: int | None = None
+    source: str = ""
+    notes: str = ""
+    weights: str = ""
+    device: str = ""
+    path: str = ""
+    has_model: bool = False
+    history_file: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def history(self) -> list[dict]:
+        return read_history(Path(self.history_file)) if self.history_file else []
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return d
+
+
+def _summary(history: list[dict]) -> tuple[float | None, float | None]:
+    vals = [r["val_accuracy"] for r in history if r.get("val_accuracy") is not None]
+    secs = [r["seconds"] for r in history if r.get("seconds") is not None]
+    return (max(vals) if vals else None, sum(secs) / len(secs) if secs else None)
+
+
+def load_project_run(path: Path) -> RunInfo | None:
+    """A run folder as RunInfo, or None when the folder is not a run (no run.json)."""
+    info_path = path / "run.json"
+    if not info_path.exists():
+        return None
+    info = read_json(info_path)
+    cfg = read_json(path / "config.json") if (path / "config.json").exists() else {}
+    metrics = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
+    history = read_history(path / "history.csv")
+    best_val, per_epoch = _summary(history)
+    from core.models import DISPLAY_NAMES
+
+    arch = cfg.get("architecture", "")
+    return RunInfo(
+        id=info.get("id", path.name), kind="project", architecture=DISPLAY_NAMES.get(arch, arch),
+        title=info.get("title", arch), dataset=info.get("dataset", cfg.get("dataset", "")),
+        status=info.get("status", "unknown"), epochs=len(history),
+        test_accuracy=metrics.get("test_accuracy"), test_loss=metrics.get("test_loss"),
+        best_val_accuracy=best_val, params=info.get("params"), trainable_params=info.get("trainable_params"),
+        seconds_per_epoch=per_epoch, wall_seconds=info.get("wall_seconds"), batch_size=cfg.get("batch_size"),
+        source=info.get("source", "trained by this project"), notes=info.get("notes", ""),
+        weights=str(cfg.get("weights", "")), device=info.get("device", ""), path=str(path),
+        has_model=(path / "model.keras").exists(), history_file=str(path / "history.csv"),
+        extra={"config": cfg, "metrics": metrics, "info": info},
+    )
+
+
+def load_reference_runs(folder: Path | None = None) -> list[RunInfo]:
+    """The published runs (runs.json + one history CSV each), marked kind='reference'."""
+    folder = Path(folder or config.REFERENCE_RUNS_DIR)
+    index = folder / "runs.json"
+    if not index.exists():
+        return []
+    runs = []
+    for r in json.loads(index.read_text(encoding="utf-8")):
+        hist_file = folder / r["history_csv"]
+        history = read_history(hist_file)
+        best_val, per_epoch = _summary(history)
+        runs.append(RunInfo(
+            id=r["id"], kind="reference", architecture=r["architecture"], title=r["title"], dataset=r["dataset"],
+            status="published", epochs=int(r.get("epochs_logged") or len(history)),
+            test_accuracy=r.get("test_accuracy"), test_loss=r.get("test_loss"), best_val_accuracy=best_val,
+            params=r.get("params"), trainable_params=r.get("trainable_params"), seconds_per_epoch=per_epoch,
+            batch_size=r.get("batch_size"), source=r.get("source", ""), notes=r.get("notes", ""),
+            path=str(folder), history_file=str(hist_file),
+        ))
+    return runs
+
+
+def list_runs(include_reference: bool = True, user_dir: Path | None = None) -> list[RunInfo]:
+    """Every run: shipped project runs, the user's own runs, then the reference runs."""
+    runs: list[RunInfo] = []
+    for folder in (config.SHIPPED_RUNS_DIR, Path(user_dir or user_runs_dir())):
+        if folder.is_dir():
+            for p in sorted(folder.iterdir()):
+                if p.is_dir() and (r := load_project_run(p)) is not None:
+                    runs.append(r)
+    if include_reference:
+        runs += load_reference_runs()
+    return runs
+
+
+def get_run(run_id: str, user_dir: Path | None = None) -> RunInfo:
+    for r in list_runs(user_dir=user_dir):
+        if r.id == run_id:
+            return r
+    from core.errors import DigitLabError
+
+    raise DigitLabError(f"No run with id {run_id!r}; `python -m core runs` lists them.")

@@ -1,0 +1,280 @@
+"""Training a run: one configuration builds the model, fits it with Keras callbacks, writes the run store.
+
+The same `train` runs in the foreground (`python -m core train`) and in a background job process; a Keras
+callback writes each epoch to the run folder, which is how pages see live progress without sharing memory.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core import datasets
+from core.errors import InvalidOptionError
+from core.models import ARCHITECTURES, DISPLAY_NAMES, to_model_input
+from core.runs import RunWriter
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+#: The reused CNN's targets on the official MNIST test set, by training set (issue: foundation).
+CNN_TARGETS = {datasets.MNIST_SUBSET: 0.97, datasets.MNIST_FULL: 0.99}
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run. Defaults are the reused model's settings."""
+
+    architecture: str = "cnn"
+    dataset: str = datasets.MNIST_SUBSET
+    input_size: int = 28
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    augment: bool = False
+    early_stopping: int | None = 5  # patience in epochs on val_loss; None disables
+    weights: str = "none"  # transfer models: imagenet | none | path to a .h5 file
+    fine_tune_layers: int = 0  # transfer models: unfreeze the last N backbone layers after the head is trained
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float = 1e-5
+    max_samples: int | None = None  # cap on training images (stratified), for quick runs
+    validation_fraction: float = 0.1
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise InvalidOptionError("architecture", self.architecture, ARCHITECTURES)
+        if self.dataset not in datasets.TRAINING_SETS:
+            raise InvalidOptionError("dataset", self.dataset, datasets.TRAINING_SETS)
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidOptionError("optimizer", self.optimizer, OPTIMIZERS)
+        if self.epochs < 1:
+            raise InvalidOptionError("epochs", self.epochs, "integers >= 1")
+        if self.architecture in ("vgg16", "mobilenetv2") and not 32 <= self.input_size <= 96:
+            raise InvalidOptionError("input_size", self.input_size, "32..96 for transfer models")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def is_transfer(self) -> bool:
+        return self.architecture in ("vgg16", "mobilenetv2")
+
+
+def build_model(cfg: RunConfig):
+    """The Keras model a configuration asks for (ImageNet weights resolved offline-safely)."""
+    from core import models
+
+    if cfg.architecture == "mlp":
+        return models.build_mlp()
+    if cfg.architecture == "cnn":
+        return models.build_simple_cnn()
+    if cfg.architecture == "cnn-deep":
+        return models.build_deep_cnn()
+    weights = models.resolve_imagenet_weights(cfg.architecture, cfg.weights, cfg.input_size)
+    if cfg.architecture == "vgg16":
+        return models.build_vgg16_transfer(input_size=cfg.input_size, weights=weights)
+    return models.build_mobilenetv2_transfer(input_size=cfg.input_size, weights=weights)
+
+
+def _optimizer(name: str, lr: float):
+    import keras
+
+    return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[name](
+        learning_rate=lr
+    )
+
+
+def augmenter(random_state: int = 0):
+    """Small geometric jitter, the kind handwriting has: rotation, shift and zoom, black fill."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        layers.RandomRotation(0.04, fill_mode="constant", seed=random_state),
+        layers.RandomShear(0.15, 0.0, fill_mode="constant", seed=random_state + 3),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=random_state + 1),
+        layers.RandomZoom((-0.15, 0.15), fill_mode="constant", seed=random_state + 2),
+    ], name="augment")
+
+
+def scan_jitter(x, low: int = 8, p: float = 0.5):
+    """Make a batch look like other scans: random stroke width, then (with probability p) low resolution.
+
+    Scanned forms and small photos reach the model with other pen widths and blurred by upscaling (an 8x8 scan
+    becomes a 20x20 blob); MNIST never shows the model such strokes. Simulating them in training makes the
+    model tolerate them while its architecture stays exactly the same.
+    """
+    import tensorflow as tf
+
+    thicker = tf.nn.max_pool2d(x, 2, 1, "SAME")
+    thinner = -tf.nn.max_pool2d(-x, 2, 1, "SAME")
+    width = tf.random.uniform((), 0, 3, dtype=tf.int32)
+    x = tf.switch_case(width, [lambda: x, lambda: thicker, lambda: thinner])
+    size = tf.random.uniform((), low, 29, dtype=tf.int32)
+    small = tf.image.resize(x, tf.stack([size, size]), method="area")
+    blurred = tf.image.resize(small, (28, 28), method="bilinear")
+    return tf.cond(tf.random.uniform(()) < p, lambda: blurred, lambda: x)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, augment: bool, random_state: int):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=random_state, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment:
+        aug = augmenter(random_state)
+        ds = ds.map(lambda a, b: (scan_jitter(aug(a, training=True)), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_logger(writer: RunWriter, on_epoch: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None,
+                  epoch_offset: Callable[[], int]):
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        """Writes each epoch to the run store; stops training when the job was cancelled."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            row = {"epoch": epoch_offset() + 1, "seconds": round(time.perf_counter() - self._t0, 3)}
+            row.update({k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs})
+            writer.append_epoch(row)
+            if on_epoch:
+                on_epoch(row)
+            if should_stop and should_stop():
+                self.model.stop_training = True
+
+    return EpochLogger()
+
+
+def device_name() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU ({len(gpus)}x {gpus[0].name})" if gpus else f"CPU ({platform.processor() or platform.machine()})"
+
+
+def library_versions() -> dict:
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+
+
+def _stratified_cap(ds: datasets.Dataset, n: int | None, random_state: int) -> datasets.Dataset:
+    if n is None or n >= len(ds):
+        return ds
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(ds)), train_size=n, stratify=ds.labels, random_state=random_state)
+    return ds.subset(np.sort(idx))
+
+
+def load_data(cfg: RunConfig):
+    """(train, validation, test) for a run; test is the official MNIST test set when this machine has it."""
+    train, val = datasets.load_training_set(cfg.dataset, cfg.validation_fraction, cfg.random_state)
+    train = _stratified_cap(train, cfg.max_samples, cfg.random_state)
+    val = _stratified_cap(val, None if cfg.max_samples is None else max(cfg.max_samples // 5, 50), cfg.random_state)
+    test = datasets.load_mnist_test()
+    return train, val, test
+
+
+def count_params(model) -> tuple[int, int]:
+    import keras
+
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    return total, trainable
+
+
+def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, title: str | None = None) -> dict:
+    """Train one run into `run_dir` and return its run.json fields (metrics included).
+
+    Writes config.json first, history.csv after every epoch, then metrics.json and model.keras; run.json's
+    status goes running -> done (or cancelled). Raises DigitLabError subclasses for bad configurations.
+    """
+    import keras
+    import tensorflow as tf
+
+    writer = RunWriter(Path(run_dir))
+    writer.write_config(cfg.to_dict())
+    keras.utils.set_random_seed(cfg.random_state)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and cfg.is_transfer:
+        # On a GPU the big backbones run in float16 with float32 weights; on CPU it would only slow them down.
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    train_ds, val_ds, test_ds = load_data(cfg)
+    model = build_model(cfg)
+    total, trainable = count_params(model)
+    writer.update_info(
+        status="running", title=title or f"{DISPLAY_NAMES[cfg.architecture]} ({cfg.architecture}) on {cfg.dataset}",
+        dataset=cfg.dataset, device=device_name(), versions=library_versions(), params=total,
+        trainable_params=trainable, weights=cfg.weights,
+        data={"train": {"n": len(train_ds), "provenance": train_ds.provenance},
+              "validation": {"n": len(val_ds), "provenance": val_ds.provenance},
+              "test": None if test_ds is None else {"n": len(test_ds), "provenance": test_ds.provenance}},
+    )
+    x_tr, y_tr = to_model_input(train_ds.images), train_ds.labels
+    x_va, y_va = to_model_input(val_ds.images), val_ds.labels
+    fit_ds = make_dataset(x_tr, y_tr, cfg.batch_size, True, cfg.augment, cfg.random_state)
+    val_tf = make_dataset(x_va, y_va, cfg.batch_size, False, False, cfg.random_state)
+    epoch_offset = lambda: len(writer.history)  # noqa: E731 - numbering continues through fine-tuning
+    callbacks = [_epoch_logger(writer, on_epoch, should_stop, epoch_offset)]
+    if cfg.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
+                                                       restore_best_weights=True))
+    started = time.time()
+    model.compile(optimizer=_optimizer(cfg.optimizer, cfg.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(fit_ds, validation_data=val_tf, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
+    cancelled = bool(should_stop and should_stop())
+    if cfg.is_transfer and cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0 and not cancelled:
+        from core.models import backbone_of
+
+        backbone = backbone_of(model)
+        backbone.trainable = True
+        for layer in backbone.layers[: -cfg.fine_tune_layers]:
+            layer.trainable = False
+        model.compile(optimizer=_optimizer(cfg.optimizer, cfg.fine_tune_learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(fit_ds, validation_data=val_tf, epochs=cfg.fine_tune_epochs, callbacks=callbacks, verbose=0)
+        cancelled = bool(should_stop and should_stop())
+    metrics = evaluate_model(model, test_ds if test_ds is not None else val_ds, cfg.batch_size)
+    metrics["test_set"] = (test_ds or val_ds).provenance
+    if cfg.architecture == "cnn" and test_ds is not None:
+        metrics["target_accuracy"] = CNN_TARGETS[cfg.dataset]
+        metrics["target_met"] = metrics["test_accuracy"] >= CNN_TARGETS[cfg.dataset]
+    writer.write_metrics(metrics)
+    model.save(writer.path / "model.keras")
+    wall = round(time.time() - started, 2)
+    writer.update_info(status="cancelled" if cancelled else "done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       wall_seconds=wall, trainable_params=count_params(model)[1])
+    return {"id": writer.id, "path": str(writer.path), "status": "cancelled" if cancelled else "done",
+            "wall_seconds": wall, "epochs": len(writer.history), **metrics}
+
+
+def evaluate_model(model, ds: datasets.Dataset, batch_size: int = 512) -> dict:
+    """Test loss and accuracy of a trained model on a source-domain (MNIST-form) data set."""
+    from core.models import Predictor
+
+    proba = Predictor(model).predict_proba(to_model_input(ds.images), batch_size=batch_size)
+    y = ds.labels
+    loss = float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0))))
+    return {"test_accuracy": float(np.mean(proba.argmax(1) == y)), "test_loss": loss, "test_n": int(len(y))}

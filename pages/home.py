@@ -1,0 +1,33 @@
+import streamlit as st
+
+from ui.cache import reused_model_info
+
+st.title("Digit Reuse Lab")
+st.markdown(
+    """
+**Model reuse** means taking a model trained for one job, here a small convolutional network trained on MNIST
+handwritten digits, and putting it to work on data it has never seen, such as digits from your scanned forms,
+*without retraining it*.
+
+The catch is **domain shift**: your images differ from the training images in ways the model never learned.
+A phone photo has dark ink on white paper, lots of margin and uneven light; MNIST has white ink on black, the
+digit centred in a 20x20 box inside 28x28. Fed a raw photo, the model answers the same digit for everything.
+
+**Input reframing** (Pacchiotti et al., *Electronic Journal of Statistics* 23(1), 2024) leaves the model
+unchanged and puts the effort into the input: single channel, pad to a square, add an MNIST-like margin,
+resize to 28x28, invert. Each page here lets you see and measure what that buys.
+"""
+)
+
+info = reused_model_info()
+if "test_accuracy" in info:
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Reused model: MNIST test accuracy", f"{info['test_accuracy']:.2%}", help=info.get("test_set", ""))
+    c2.metric("Trainable parameters", f"{info['trainable_params']:,}")
+    c3.metric("Trained on", f"{info['data']['train']['n']:,} digits", help=info["data"]["train"]["provenance"])
+else:
+    st.warning("The reused model is missing from models/reused-cnn; see the README to train it.")
+
+st.subheader("Pages")
+st.page_link("pages/draw.py", label="Draw & Reframe: draw or upload a digit, see every reframing stage",
+             icon=":material/draw:")

@@ -1,0 +1,1 @@
+"""Streamlit-side helpers: cached resources and small renderers shared by pages (core never imports Streamlit)."""
