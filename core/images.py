@@ -91,3 +91,15 @@ def encode_png(image: np.ndarray) -> bytes:
         a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     ok, buf = cv2.imencode(".png", a)
     return buf.tobytes()
+
+
+def thumbnail(image: np.ndarray, size: int = 112, pad_value: float = 0.5) -> np.ndarray:
+    """A float image shown in a size x size square: padded (mid-gray, so its true extent stays visible), then
+    scaled. Small images are enlarged with nearest-neighbour so a 28x28 input shows its real pixels."""
+    a = np.clip(np.asarray(image, np.float32), 0, 1)
+    h, w = a.shape[:2]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    a = cv2.copyMakeBorder(a, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=pad_value)
+    interp = cv2.INTER_NEAREST if side <= size else cv2.INTER_AREA
+    return cv2.resize(a, (size, size), interpolation=interp)

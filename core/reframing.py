@@ -74,19 +74,29 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         raise InvalidImageError(
             f"An image must be between {MIN_SIDE}x{MIN_SIDE} and {MAX_SIDE}x{MAX_SIDE} pixels; got {w}x{h}."
         )
+    if a.dtype == np.uint8 and a.ndim == 3:
+        # The common case (canvas, photos): convert colour on uint8, 4x less memory traffic than float.
+        code = cv2.COLOR_RGBA2GRAY if a.shape[2] == 4 else cv2.COLOR_RGB2GRAY
+        gray = cv2.cvtColor(np.ascontiguousarray(a), code).astype(np.float32) * np.float32(1 / 255)
+        alpha = a[:, :, 3] if a.shape[2] == 4 else None
+        return _composite(gray, alpha, 255)
     f = _as_unit_float(a)
     if f.ndim == 2:
         return f
     gray = cv2.cvtColor(np.ascontiguousarray(f[:, :, :3]), cv2.COLOR_RGB2GRAY)
-    if f.shape[2] == 4:
-        alpha = f[:, :, 3]
-        if alpha.min() < 0.99:
-            opaque = alpha > 0.5
-            if not opaque.any():
-                return np.ones_like(gray)  # fully transparent: nothing drawn
-            backdrop = 1.0 if gray[opaque].mean() < 0.5 else 0.0
-            gray = gray * alpha + backdrop * (1.0 - alpha)
-    return gray
+    return _composite(gray, f[:, :, 3] if f.shape[2] == 4 else None, 1.0)
+
+
+def _composite(gray: np.ndarray, alpha: np.ndarray | None, opaque: float) -> np.ndarray:
+    """Drawings on a transparent background: put them on a backdrop that contrasts with their ink."""
+    if alpha is None or alpha.min() >= 0.99 * opaque:
+        return gray
+    a = alpha.astype(np.float32) * np.float32(1 / opaque)
+    inked = a > 0.5
+    if not inked.any():
+        return np.ones_like(gray)  # fully transparent: nothing drawn
+    backdrop = 1.0 if gray[inked].mean() < 0.5 else 0.0
+    return gray * a + backdrop * (1.0 - a)
 
 
 def _as_unit_float(a: np.ndarray) -> np.ndarray:

@@ -1,11 +1,13 @@
 """Draw & Reframe: draw or upload a digit, see every reframing stage and what the models predict."""
-import numpy as np
 import streamlit as st
 
 from core.errors import DigitLabError
-from core.images import EXTENSIONS, decode_image
+from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import METHODS
 from ui import cache, render
+from ui.nav import ensure_app_navigation
+
+ensure_app_navigation()
 
 st.title("Draw & Reframe")
 st.caption("Draw a digit or upload a photo or scan of one. Every stage of the reframing is shown, "
@@ -73,5 +75,5 @@ for col, m in zip(cols, METHODS):
     r = results[m]
     with col:
         st.markdown(f"**{m}**")
-        st.image(np.clip(r.reframed.image, 0, 1), width=140, clamp=True)
+        st.image(thumbnail(r.reframed.image, 140), clamp=True)
         st.metric(f"{m}: predicted", r.digit, f"{r.confidence:.1%} confident", delta_color="off")

@@ -1,6 +1,9 @@
 import streamlit as st
 
 from ui.cache import reused_model_info
+from ui.nav import ensure_app_navigation
+
+ensure_app_navigation()
 
 st.title("Digit Reuse Lab")
 st.markdown(

@@ -1,0 +1,77 @@
+"""Speed of the Draw page's hot path, measured in one run (ratios, so a noisy machine cancels out).
+
+    python bench/predict_speed.py [--json]
+
+Prints: single-image latency of core's Predictor vs Keras `model.predict` on the same model and input
+(target: Predictor at least 5x faster), and the time to reframe one 280x280 canvas image (target: < 2 ms).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from core.models import Predictor  # noqa: E402
+from core.reframing import METHODS, reframe  # noqa: E402
+
+
+def median_seconds(fn, repeat: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def canvas_image() -> np.ndarray:
+    img = np.full((280, 280, 4), 255, np.uint8)
+    cv2.line(img, (90, 60), (190, 60), (0, 0, 0, 255), 18)
+    cv2.line(img, (190, 60), (110, 230), (0, 0, 0, 255), 18)
+    return img
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    img = canvas_image()
+    reframe_ms = {m: 1000 * median_seconds(lambda m=m: reframe(img, m), repeat=500) for m in METHODS}
+    predictor = Predictor.load()
+    x = reframe(img, "mnist").image[None]
+    x4 = x[..., None]
+    ours = median_seconds(lambda: predictor.predict_proba(x), repeat=300)
+    keras_predict = median_seconds(lambda: predictor.model.predict(x4, verbose=0), repeat=60)
+    same = np.allclose(predictor.predict_proba(x), predictor.model.predict(x4, verbose=0), atol=1e-5)
+    result = {
+        "predictor_ms": round(ours * 1000, 3),
+        "model_predict_ms": round(keras_predict * 1000, 3),
+        "speedup_vs_model_predict": round(keras_predict / ours, 1),
+        "speedup_target": 5.0,
+        "same_probabilities": bool(same),
+        "reframe_280x280_ms": {m: round(v, 3) for m, v in reframe_ms.items()},
+        "reframe_target_ms": 2.0,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"single-image latency: Predictor {result['predictor_ms']:.2f} ms, model.predict "
+          f"{result['model_predict_ms']:.2f} ms -> {result['speedup_vs_model_predict']}x faster "
+          f"(target >= 5x; same probabilities: {same})")
+    for m, v in result["reframe_280x280_ms"].items():
+        print(f"reframe one 280x280 canvas image, {m:>5}: {v:.3f} ms (target < 2 ms)")
+
+
+if __name__ == "__main__":
+    main()

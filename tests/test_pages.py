@@ -1,0 +1,81 @@
+"""Every page through streamlit.testing.v1.AppTest."""
+import cv2
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import canvas
+
+TIMEOUT = 120
+
+
+def png(img) -> bytes:
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def test_app_opens_on_home_with_links():
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.title[0].value == "Digit Reuse Lab"
+    text = " ".join(m.value for m in at.markdown)
+    assert "domain shift" in text and "reframing" in text.lower()
+    assert at.metric[0].label == "Reused model: MNIST test accuracy"
+
+
+def test_draw_page_starts_with_a_hint_and_no_prediction():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "Draw a digit" in at.info[0].value
+    assert not [m for m in at.metric if m.label == "Predicted digit"]
+
+
+def image_captions(at) -> str:
+    """All st.image captions on the page (AppTest has no typed accessor for images)."""
+    return " ".join(img.caption for el in at.get("image") for img in el.proto.imgs)
+
+
+def _upload(at, name, data):
+    at.segmented_control(key="source").set_value("Upload").run()
+    at.file_uploader[0].upload(name, data, "image/png")
+    return at.run()
+
+
+def test_draw_page_upload_shows_every_stage_and_the_prediction():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    assert not at.exception and not at.error
+    predicted = [m for m in at.metric if m.label == "Predicted digit"]
+    assert predicted and predicted[0].value == "1"
+    joined = image_captions(at)
+    for stage in ("grayscale", "invert", "crop to ink", "fit 20x20", "centre of mass"):
+        assert stage in joined
+    side_by_side = [m.label for m in at.metric if m.label.endswith(": predicted")]
+    assert side_by_side == ["naive: predicted", "paper: predicted", "mnist: predicted"]
+
+
+def test_draw_page_method_choice_changes_the_strip():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    at.radio(key="method").set_value("paper").run()
+    joined = image_captions(at)
+    assert "pad to square" in joined and "margin" in joined
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("notes.png", b"this is text", "not an image"),
+    ("blank.png", png(np.full((200, 200), 255, np.uint8)), "blank"),
+])
+def test_draw_page_bad_or_blank_upload_gets_a_clear_message(name, data, message):
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    _upload(at, name, data)
+    assert not at.exception
+    shown = " ".join(e.value for e in list(at.error) + list(at.info))
+    assert message in shown
+    assert not [m for m in at.metric if m.label == "Predicted digit"]
+
+
+def test_draw_page_example_from_scikit_learn_digits():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    at.segmented_control(key="source").set_value("Example").run()
+    assert not at.exception
+    assert [m for m in at.metric if m.label == "Predicted digit"]
