@@ -6,6 +6,7 @@ st.set_page_config(page_title="Digit Reuse Lab", page_icon=":material/draw:", la
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/draw.py", title="Draw & Reframe", icon=":material/draw:", url_path="draw"),
+    st.Page("pages/report.py", title="Reused-model report", icon=":material/table_chart:", url_path="report"),
 ]
 
 st.navigation(PAGES).run()

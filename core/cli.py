@@ -42,6 +42,50 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_evaluate(args) -> int:
+    from core.datasets import load_target
+    from core.evaluation import evaluate
+    from core.models import Predictor
+
+    dataset = load_target(args.target)
+    model_path = Path(args.model) if args.model else None
+    if model_path is not None and model_path.is_dir():
+        model_path = model_path / "model.keras"
+    ev = evaluate(Predictor.load(model_path), dataset, args.reframing, model_path=model_path,
+                  use_cache=not args.no_cache)
+    out = ev.as_dict()
+    out["target"] = args.target
+    lines = [f"{args.target}: {ev.n} images ({dataset.provenance}), reframing {args.reframing}",
+             f"accuracy {out['accuracy']:.4f}  macro precision {out['macro']['precision']:.4f}  "
+             f"recall {out['macro']['recall']:.4f}  F1 {out['macro']['f1']:.4f}  blank {ev.blank}  "
+             f"skipped {len(ev.skipped)}",
+             "digit    TP    TN    FP    FN  accuracy  recall  precision  F1"]
+    lines += [f"{r['digit']:>5} {r['tp']:>5} {r['tn']:>5} {r['fp']:>5} {r['fn']:>5}  {r['accuracy']:.4f}  "
+              f"{r['recall']:.4f}  {r['precision']:.4f}  {r['f1']:.4f}" for r in out["per_digit"]]
+    if dataset.missing_classes():
+        lines.append(f"no images of digit(s) {dataset.missing_classes()}")
+    _print(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_evaluate_numbers(args) -> int:
+    from core import numbers
+    from core.models import Predictor
+
+    if args.target == "builtin":
+        images, labels = numbers.compose_numbers(n=args.n, random_state=args.seed)
+        skipped, provenance = [], f"{args.n} numbers 0-303 composed from scikit-learn digit scans"
+    else:
+        images, labels, _, skipped = numbers.load_numbers_folder(args.target)
+        provenance = f"{len(labels)} labelled number images in {args.target}"
+    out = numbers.evaluate_numbers(Predictor.load(args.model), images, labels, args.reframing)
+    out.update({"target": args.target, "provenance": provenance, "skipped": len(skipped), "skipped_files": skipped})
+    per = ", ".join(f"{r['digits']} digit(s): {r['accuracy']:.2%} of {r['n']}" for r in out["per_length"])
+    _print(out, args.json, f"{provenance}: {out['accuracy']:.2%} of numbers read exactly right ({per}); "
+           f"skipped {len(skipped)}")
+    return 0
+
+
 def _train_config(args):
     from core.training import RunConfig
 
@@ -86,6 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="the reused model's report on a target data set")
+    p.add_argument("--target", required=True, help="sklearn-digits | mnist-test | collected | a folder or .zip "
+                                                   "of images in folders 0..9")
+    p.add_argument("--reframing", choices=METHODS, default="mnist")
+    p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
+    p.add_argument("--no-cache", action="store_true", help="recompute instead of reading the evaluation cache")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("evaluate-numbers", help="read numbers of 1-3 digits (split, classify, recompose)")
+    p.add_argument("--target", required=True, help="builtin | a folder of images named like 127_0001.png")
+    p.add_argument("--reframing", choices=METHODS, default="mnist")
+    p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
+    p.add_argument("--n", type=int, default=300, help="builtin: how many numbers to compose")
+    p.add_argument("--seed", type=int, default=0, help="builtin: random_state")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate_numbers)
 
     p = sub.add_parser("train", help="train a model (MLP, CNN, VGG16, MobileNetV2) on MNIST digits")
     p.add_argument("--arch", choices=ARCHITECTURES, default="cnn")

@@ -96,7 +96,12 @@ def encode_png(image: np.ndarray) -> bytes:
 def thumbnail(image: np.ndarray, size: int = 112, pad_value: float = 0.5) -> np.ndarray:
     """A float image shown in a size x size square: padded (mid-gray, so its true extent stays visible), then
     scaled. Small images are enlarged with nearest-neighbour so a 28x28 input shows its real pixels."""
-    a = np.clip(np.asarray(image, np.float32), 0, 1)
+    a = np.asarray(image)
+    if a.dtype == np.uint8 or a.ndim == 3:  # an input image as read from a file: show its gray version
+        from core.reframing import to_gray
+
+        a = to_gray(a)
+    a = np.clip(a.astype(np.float32), 0, 1)
     h, w = a.shape[:2]
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2

@@ -1,6 +1,7 @@
 """Draw & Reframe: draw or upload a digit, see every reframing stage and what the models predict."""
 import streamlit as st
 
+from core.datasets import save_collected
 from core.errors import DigitLabError
 from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import METHODS
@@ -66,6 +67,12 @@ with right:
     c1.metric("Predicted digit", chosen.digit)
     c1.metric("Confidence", f"{chosen.confidence:.1%}")
     c2.plotly_chart(render.probability_bars(chosen.probabilities), width="stretch", key="proba")
+    with c1.popover("Save to my digits", icon=":material/add:"):
+        st.caption("Collected digits are kept on disk and can be evaluated as a data set on the Report page.")
+        label = st.selectbox("True label", range(10), index=chosen.digit, key="label")
+        if st.button("Save", key="save", type="primary"):
+            path = save_collected(image, label)
+            st.toast(f"Saved as a {label} ({path.name}).", icon=":material/check:")
 
 st.subheader("The same input, three reframings")
 st.caption("The model is the same in each column; only its input changes. `naive` keeps dark ink on white paper, "

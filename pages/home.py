@@ -34,3 +34,5 @@ else:
 st.subheader("Pages")
 st.page_link("pages/draw.py", label="Draw & Reframe: draw or upload a digit, see every reframing stage",
              icon=":material/draw:")
+st.page_link("pages/report.py", label="Reused-model report: accuracy, confusion matrix and per-digit tables on a "
+             "target data set, numbers of several digits, HTML export", icon=":material/table_chart:")

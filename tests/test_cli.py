@@ -32,3 +32,37 @@ def test_predict_json(tmp_path):
 def test_bad_reframing_names_valid_values():
     r = run_cli("predict", "x.png", "--reframing", "magic")
     assert r.returncode == 2 and "naive" in r.stderr and "mnist" in r.stderr
+
+
+def test_evaluate_json_on_sklearn_digits():
+    r = run_cli("evaluate", "--target", "sklearn-digits", "--reframing", "mnist", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["target"] == "sklearn-digits" and out["n"] == 1797 and out["skipped"] == 0
+    assert set(out["macro"]) == {"precision", "recall", "f1"}
+    assert len(out["per_digit"]) == 10 and len(out["confusion_matrix"]) == 10
+    for row in out["per_digit"]:
+        assert row["tp"] + row["tn"] + row["fp"] + row["fn"] == 1797
+    correct = sum(out["confusion_matrix"][d][d] for d in range(10))
+    assert out["accuracy"] == correct / 1797
+
+
+def test_evaluate_naive_collapses_and_mnist_beats_it():
+    naive = json.loads(run_cli("evaluate", "--target", "sklearn-digits", "--reframing", "naive", "--json").stdout)
+    best = json.loads(run_cli("evaluate", "--target", "sklearn-digits", "--reframing", "mnist", "--json").stdout)
+    predicted_columns = [sum(col) for col in zip(*naive["confusion_matrix"])]
+    assert max(predicted_columns) > 0.6 * naive["n"]  # one answer for most images
+    assert best["accuracy"] > naive["accuracy"] + 0.5
+
+
+def test_evaluate_numbers_builtin_json():
+    r = run_cli("evaluate-numbers", "--target", "builtin", "--n", "40", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 40 and 0 <= out["accuracy"] <= 1
+    assert sum(x["n"] for x in out["per_length"]) == 40
+
+
+def test_evaluate_missing_target_is_a_clear_error(tmp_path):
+    r = run_cli("evaluate", "--target", str(tmp_path / "nothing.zip"), "--json")
+    assert r.returncode == 2 and "sklearn-digits" in r.stderr

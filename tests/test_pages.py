@@ -79,3 +79,61 @@ def test_draw_page_example_from_scikit_learn_digits():
     at.segmented_control(key="source").set_value("Example").run()
     assert not at.exception
     assert [m for m in at.metric if m.label == "Predicted digit"]
+
+
+def _zip(entries) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_report_page_default_shows_the_papers_tables():
+    at = AppTest.from_file("../pages/report.py", default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error
+    labels = [m.label for m in at.metric]
+    assert labels[:5] == ["Images", "Accuracy", "Macro precision", "Macro recall", "Macro F1"]
+    assert at.metric[0].value == "1,797"
+    assert len(at.dataframe) >= 2  # TP/TN/FP/FN and the rates
+    counts = at.dataframe[0].value
+    assert list(counts.columns) == ["digit", "tp", "tn", "fp", "fn"]
+    assert (counts[["tp", "tn", "fp", "fn"]].sum(axis=1) == 1797).all()
+    assert "Numbers read exactly right" in labels
+    downloads = [b.proto.label for b in at.get("download_button")]
+    assert "Download the whole report (HTML, opens offline)" in downloads
+    assert "Download TP/TN/FP/FN (CSV)" in downloads
+
+
+def test_report_page_method_switch_and_normalised_matrix():
+    at = AppTest.from_file("../pages/report.py", default_timeout=TIMEOUT).run()
+    acc_mnist = at.metric[1].value
+    at.radio(key="method").set_value("naive").run()
+    assert not at.exception
+    assert at.metric[1].value != acc_mnist
+    at.toggle(key="normalise").set_value(True).run()
+    assert not at.exception
+
+
+def test_report_page_upload_with_missing_classes_and_bad_files():
+    at = AppTest.from_file("../pages/report.py", default_timeout=TIMEOUT).run()
+    at.selectbox(key="source").set_value("upload").run()
+    one = png(canvas([((140, 50), (140, 230))], rgba=False))
+    data = _zip([("scans/1/a.png", one), ("scans/1/b.png", one), ("scans/1/bad.png", b"nope")])
+    at.file_uploader(key="zip").upload("scans.zip", data, "application/zip")
+    at.run()
+    assert not at.exception
+    assert "no images of digit(s) 0, 2, 3, 4, 5, 6, 7, 8, 9" in at.warning[0].value
+    assert at.metric[0].value == "2"
+    assert any("1 files skipped" in e.label for e in at.expander)
+
+
+def test_report_page_not_a_zip_gets_an_error():
+    at = AppTest.from_file("../pages/report.py", default_timeout=TIMEOUT).run()
+    at.selectbox(key="source").set_value("upload").run()
+    at.file_uploader(key="zip").upload("scans.zip", b"not a zip at all", "application/zip")
+    at.run()
+    assert not at.exception and "not a valid .zip" in at.error[0].value

@@ -35,3 +35,53 @@ def examples():
     from core.datasets import load_sklearn_digits
 
     return load_sklearn_digits()
+
+
+@st.cache_data(show_spinner="Loading the data set...", max_entries=8)
+def target(name: str):
+    """(key, Dataset) of a built-in or collected target; the key names it in the evaluation cache."""
+    from core.datasets import load_target
+
+    ds = load_target(name)
+    return f"{name}:{len(ds)}", ds
+
+
+@st.cache_data(show_spinner="Checking and extracting the archive...", max_entries=4)
+def uploaded_target(data: bytes, filename: str):
+    import hashlib
+
+    from core.datasets import load_zip
+
+    return f"zip:{hashlib.sha1(data).hexdigest()[:16]}", load_zip(data, filename)
+
+
+def evaluate(predictor: models.Predictor, dataset_key: str, dataset, method: str, progress=None):
+    """core.evaluate: its disk cache per (model, data set content, method) makes every repeat a file read."""
+    from core.evaluation import evaluate as core_evaluate
+
+    return core_evaluate(predictor, dataset, method, progress=progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def read_number(_predictor: models.Predictor, image, method: str):
+    from core.numbers import read_number as core_read_number
+
+    return core_read_number(_predictor, image, method)
+
+
+@st.cache_data(show_spinner="Reading 300 numbers...", max_entries=6)
+def evaluate_builtin_numbers(_predictor: models.Predictor, method: str) -> dict:
+    from core.numbers import compose_numbers, evaluate_numbers
+
+    images, labels = compose_numbers()
+    return evaluate_numbers(_predictor, images, labels, method)
+
+
+@st.cache_data(show_spinner="Reading the numbers...", max_entries=4)
+def evaluate_numbers_zip(_predictor: models.Predictor, data: bytes, filename: str, method: str) -> dict:
+    from core.numbers import evaluate_numbers, load_numbers_zip
+
+    images, labels, _, skipped = load_numbers_zip(data, filename)
+    out = evaluate_numbers(_predictor, images, labels, method)
+    out["skipped_files"] = skipped
+    return out
