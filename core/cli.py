@@ -89,7 +89,7 @@ def cmd_evaluate_numbers(args) -> int:
 def _train_config(args):
     from core.training import RunConfig
 
-    cfg = RunConfig(architecture=args.arch)  # the architecture's own defaults, then what was asked
+    cfg = RunConfig.preset(args.arch)  # the architecture's own defaults, then what was asked
     overrides = {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size,
                  "learning_rate": args.lr, "max_samples": args.max_samples, "input_size": args.input_size,
                  "weights": args.weights, "fine_tune_layers": args.fine_tune_layers,
@@ -109,6 +109,16 @@ def cmd_train(args) -> int:
     from core.training import train
 
     cfg = _train_config(args)
+    if args.background:
+        from core import jobs
+        from core.models import resolve_imagenet_weights
+
+        if cfg.is_transfer:
+            resolve_imagenet_weights(cfg.architecture, cfg.weights, cfg.input_size)  # refuse now, not in the worker
+        job = jobs.submit(cfg, title=args.title)
+        _print(job.as_dict(), args.json, f"queued job {job.id} ({cfg.architecture}); follow it with "
+               f"`python -m core jobs`, cancel with `python -m core jobs cancel {job.id}`")
+        return 0
     out = Path(args.out) if args.out else runs.user_runs_dir() / runs.new_run_id(cfg.architecture)
     log = None if args.json else (lambda row: print(
         f"epoch {row['epoch']:>3}  loss {row.get('loss', float('nan')):.4f}  acc {row.get('accuracy', 0):.4f}  "
@@ -117,6 +127,47 @@ def cmd_train(args) -> int:
     result = train(cfg, out, on_epoch=log, title=args.title)
     _print(result, args.json, f"run {result['id']} {result['status']}: test accuracy "
            f"{result['test_accuracy']:.4f} on {result['test_n']} images ({result['test_set']}); saved in {out}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from core.runs import list_runs
+
+    runs = [r for r in list_runs(include_reference=not args.project_only)]
+    out = []
+    for r in runs:
+        d = r.as_dict()
+        d.pop("history_file", None)
+        out.append(d)
+    lines = [f"{'id':<34} {'kind':<9} {'arch':<11} {'epochs':>6} {'test acc':>8}  dataset"]
+    lines += [f"{r.id:<34} {r.kind:<9} {r.architecture:<11} {r.epochs:>6} "
+              f"{'' if r.test_accuracy is None else f'{r.test_accuracy:.4f}':>8}  {r.dataset}" for r in runs]
+    _print(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from core import jobs
+
+    if args.action == "cancel":
+        if args.id is None:
+            raise DigitLabError("Say which job: `python -m core jobs cancel ID`.")
+        job = jobs.cancel(args.id)
+        _print(job.as_dict(), args.json, f"job {job.id}: {job.status}"
+               + (" (stops after the current epoch)" if job.cancel_requested and job.status == "running" else ""))
+        return 0
+    listed = jobs.list_jobs()
+    lines = [f"{j.id:>4} {j.status:<9} {j.config['architecture']:<11} epoch {j.epoch}/{j.epochs}"
+             + (f"  error: {j.error.splitlines()[0]}" if j.error else "") for j in listed]
+    _print([j.as_dict() for j in listed], args.json, "\n".join(lines) or "no jobs")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from core import jobs
+
+    ran = jobs.run_worker(once=args.once)
+    print(f"worker ran {ran} job(s)")
     return 0
 
 
@@ -165,8 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random_state")
     p.add_argument("--title", help="a title for the run")
     p.add_argument("--out", help="run folder (default: a new folder in the user's run store)")
+    p.add_argument("--background", action="store_true", help="queue it as a background job and return")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", help="every training run: project runs and published reference runs")
+    p.add_argument("--project-only", action="store_true", help="leave out the reference runs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("jobs", help="background training jobs: list, or cancel ID")
+    p.add_argument("action", nargs="?", choices=["list", "cancel"], default="list")
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("worker", help="run queued jobs one at a time (started for you by train --background)")
+    p.add_argument("--once", action="store_true", help="run at most one job")
+    p.set_defaults(func=cmd_worker)
 
     return parser
 

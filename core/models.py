@@ -114,54 +114,75 @@ def _adapt_gray(inputs, input_size: int):
     return layers.Rescaling(255.0)(x)
 
 
-def build_vgg16_transfer(input_shape=(28, 28, 1), num_classes: int = 10, input_size: int = 48,
-                         weights: str | None = "imagenet", dropout: float = 0.5):
-    """VGG16 backbone (frozen) + Flatten + Dense 256 + Dropout head; digits upsized and mapped to 3 channels."""
+def build_transfer_parts(arch: str, input_shape=(28, 28, 1), num_classes: int = 10, input_size: int = 48,
+                         weights: str | None = "imagenet", dropout: float | None = None):
+    """(feature_model, head) of a transfer model: digits -> backbone features, and features -> classes.
+
+    The whole model is head(feature_model(x)); training the head alone on features computed once is the same
+    function as training the whole model with a frozen backbone, without running the backbone every epoch.
+    """
     import keras
     from keras import layers
 
+    if arch not in ("vgg16", "mobilenetv2"):
+        raise InvalidOptionError("transfer architecture", arch, ("vgg16", "mobilenetv2"))
     if not 32 <= input_size <= 96:
-        raise InvalidOptionError("input_size for VGG16", input_size, "32..96")
+        raise InvalidOptionError(f"input_size for {DISPLAY_NAMES[arch]}", input_size, "32..96")
     inputs = keras.Input(shape=input_shape)
     x = _adapt_gray(inputs, input_size)
-    # VGG16's "caffe" preprocessing: BGR order (a no-op for gray) minus the ImageNet channel means.
-    x = layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0, 1.0, 1.0])(x)
-    backbone = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(input_size, input_size, 3))
-    backbone.trainable = False
-    x = backbone(x, training=False)
-    x = layers.Flatten()(x)
-    x = layers.Dense(256, activation="relu")(x)
-    x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="vgg16_transfer")
+    shape = (input_size, input_size, 3)
+    if arch == "vgg16":
+        # VGG16's "caffe" preprocessing: BGR order (a no-op for gray) minus the ImageNet channel means.
+        x = layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0, 1.0, 1.0])(x)
+        backbone = keras.applications.VGG16(include_top=False, weights=weights, input_shape=shape)
+    else:
+        x = layers.Rescaling(1 / 127.5, offset=-1.0)(x)  # MobileNetV2 expects [-1, 1]
+        backbone = keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=shape,
+                                                  pooling="avg")
+    # Pretrained weights are frozen (only the head learns); without them the backbone learns from scratch.
+    backbone.trainable = weights is None
+    features = backbone(x, training=False if weights is not None else None)
+    feature_model = keras.Model(inputs, features, name=f"{arch}_features")
+    head_in = keras.Input(shape=features.shape[1:])
+    if arch == "vgg16":
+        h = layers.Flatten()(head_in)
+        h = layers.Dense(256, activation="relu")(h)
+        h = layers.Dropout(0.5 if dropout is None else dropout)(h)
+    else:
+        h = layers.Dropout(0.3 if dropout is None else dropout)(head_in)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(h)
+    return feature_model, keras.Model(head_in, outputs, name=f"{arch}_head")
+
+
+def assemble(feature_model, head):
+    """The whole transfer model from its two parts (they share weights)."""
+    import keras
+
+    inputs = keras.Input(shape=feature_model.input_shape[1:])
+    return keras.Model(inputs, head(feature_model(inputs)), name=feature_model.name.replace("_features", "_transfer"))
+
+
+def build_vgg16_transfer(input_shape=(28, 28, 1), num_classes: int = 10, input_size: int = 48,
+                         weights: str | None = "imagenet", dropout: float = 0.5):
+    """VGG16 backbone (frozen with ImageNet weights) + Flatten + Dense 256 + Dropout head."""
+    return assemble(*build_transfer_parts("vgg16", input_shape, num_classes, input_size, weights, dropout))
 
 
 def build_mobilenetv2_transfer(input_shape=(28, 28, 1), num_classes: int = 10, input_size: int = 64,
                                weights: str | None = "imagenet", dropout: float = 0.3):
-    """MobileNetV2 backbone (frozen) + global pooling + Dropout + Dense head; same input adaptation as VGG16."""
-    import keras
-    from keras import layers
-
-    if not 32 <= input_size <= 96:
-        raise InvalidOptionError("input_size for MobileNetV2", input_size, "32..96")
-    inputs = keras.Input(shape=input_shape)
-    x = _adapt_gray(inputs, input_size)
-    x = layers.Rescaling(1 / 127.5, offset=-1.0)(x)  # MobileNetV2 expects [-1, 1]
-    backbone = keras.applications.MobileNetV2(
-        include_top=False, weights=weights, input_shape=(input_size, input_size, 3), pooling="avg"
-    )
-    backbone.trainable = False
-    x = backbone(x, training=False)
-    x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="mobilenetv2_transfer")
+    """MobileNetV2 backbone (frozen with ImageNet weights) + global pooling + Dropout + Dense head."""
+    return assemble(*build_transfer_parts("mobilenetv2", input_shape, num_classes, input_size, weights, dropout))
 
 
 def backbone_of(model):
-    """The pretrained backbone inside a transfer model (None for MLP/CNN)."""
+    """The backbone inside a transfer model, looking into nested models (None for MLP/CNN)."""
     for layer in model.layers:
-        if layer.name.startswith(("vgg16", "mobilenetv2")):
+        if layer.name == "vgg16" or layer.name.startswith("mobilenetv2_1."):  # keras.applications' names
             return layer
+        if hasattr(layer, "layers"):
+            found = backbone_of(layer)
+            if found is not None:
+                return found
     return None
 
 

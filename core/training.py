@@ -43,6 +43,7 @@ class RunConfig:
     max_samples: int | None = None  # cap on training images (stratified), for quick runs
     validation_fraction: float = 0.1
     random_state: int = 0
+    cache_features: bool = True  # frozen pretrained backbone, no augmentation: train the head on cached features
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -57,6 +58,13 @@ class RunConfig:
             raise InvalidOptionError("input_size", self.input_size, "32..96 for transfer models")
 
     @classmethod
+    def preset(cls, architecture: str, **overrides) -> "RunConfig":
+        """Sensible settings per architecture (the launch form's presets), then the overrides."""
+        if architecture not in PRESETS:
+            raise InvalidOptionError("architecture", architecture, ARCHITECTURES)
+        return cls.from_dict({"architecture": architecture, **PRESETS[architecture], **overrides})
+
+    @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
@@ -67,6 +75,39 @@ class RunConfig:
     @property
     def is_transfer(self) -> bool:
         return self.architecture in ("vgg16", "mobilenetv2")
+
+    @property
+    def fine_tunes(self) -> bool:
+        """Head first, then the last layers: only for a pretrained backbone (from scratch, all of it learns)."""
+        return (self.is_transfer and self.weights not in (None, "none") and self.fine_tune_layers > 0
+                and self.fine_tune_epochs > 0)
+
+
+#: Per-architecture defaults: small digits need few epochs; transfer backbones need >= 32 px and a low rate
+#: when fine-tuning (the seed reports used 1e-3 for the head, 1e-5 for fine-tuning).
+PRESETS = {
+    "mlp": {"epochs": 20, "batch_size": 128, "learning_rate": 1e-3},
+    "cnn": {"epochs": 15, "batch_size": 128, "learning_rate": 1e-3},
+    "cnn-deep": {"epochs": 15, "batch_size": 128, "learning_rate": 1e-3},
+    "vgg16": {"epochs": 5, "batch_size": 64, "learning_rate": 1e-3, "input_size": 32, "weights": "imagenet"},
+    "mobilenetv2": {"epochs": 5, "batch_size": 64, "learning_rate": 1e-3, "input_size": 32, "weights": "imagenet",
+                    "fine_tune_layers": 20, "fine_tune_epochs": 2, "fine_tune_learning_rate": 1e-5},
+}
+
+
+def rebuild_command(cfg: RunConfig) -> str:
+    """The CLI command that trains this configuration again (shipped runs keep it when the model is too big)."""
+    d, defaults = cfg.to_dict(), RunConfig.preset(cfg.architecture).to_dict()
+    flags = {"dataset": "--dataset", "epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr",
+             "max_samples": "--max-samples", "input_size": "--input-size", "weights": "--weights",
+             "fine_tune_layers": "--fine-tune-layers", "fine_tune_epochs": "--fine-tune-epochs",
+             "random_state": "--seed", "early_stopping": "--early-stopping"}
+    parts = ["python -m core train", f"--arch {cfg.architecture}"]
+    parts += [f"{flag} {0 if d[k] is None and k == 'early_stopping' else d[k]}" for k, flag in flags.items()
+              if d[k] != defaults[k] or k in ("epochs", "random_state")]
+    if cfg.augment:
+        parts.append("--augment")
+    return " ".join(parts)
 
 
 def build_model(cfg: RunConfig):
@@ -79,10 +120,50 @@ def build_model(cfg: RunConfig):
         return models.build_simple_cnn()
     if cfg.architecture == "cnn-deep":
         return models.build_deep_cnn()
+    return models.assemble(*build_transfer_parts(cfg))
+
+
+def build_transfer_parts(cfg: RunConfig):
+    from core import models
+
     weights = models.resolve_imagenet_weights(cfg.architecture, cfg.weights, cfg.input_size)
-    if cfg.architecture == "vgg16":
-        return models.build_vgg16_transfer(input_size=cfg.input_size, weights=weights)
-    return models.build_mobilenetv2_transfer(input_size=cfg.input_size, weights=weights)
+    return models.build_transfer_parts(cfg.architecture, input_size=cfg.input_size, weights=weights)
+
+
+def uses_feature_cache(cfg: RunConfig) -> bool:
+    """Frozen pretrained backbone and no augmentation: the backbone's output never changes, compute it once."""
+    return cfg.is_transfer and cfg.weights not in (None, "none") and not cfg.augment and cfg.cache_features
+
+
+def _weights_identity(cfg: RunConfig) -> str:
+    from core import models
+
+    path = models.resolve_imagenet_weights(cfg.architecture, cfg.weights, cfg.input_size)
+    st = Path(path).stat()
+    return f"{Path(path).name}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def cached_features(feature_model, cfg: RunConfig, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, bool]:
+    """Backbone features of x, from the cache when this (backbone, weights, input size, data) was seen before.
+
+    Returns (features, hit).
+    """
+    import hashlib
+
+    from core import config
+
+    h = hashlib.sha1()
+    for part in (cfg.architecture, cfg.input_size, _weights_identity(cfg), x.shape, x.tobytes()):
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+    path = config.data_home() / "cache" / "features" / f"{h.hexdigest()[:20]}.npy"
+    if path.exists():
+        return np.load(path), True
+    feats = feature_model.predict(x, batch_size=batch_size, verbose=0).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, feats)
+    tmp.replace(path)
+    return feats, False
 
 
 def _optimizer(name: str, lr: float):
@@ -217,35 +298,52 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
     writer.write_config(cfg.to_dict())
     keras.utils.set_random_seed(cfg.random_state)
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus and cfg.is_transfer:
-        # On a GPU the big backbones run in float16 with float32 weights; on CPU it would only slow them down.
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    # On a GPU the big backbones run in float16 with float32 weights (the output layer stays float32); on a
+    # CPU float16 is only slower. XLA is Keras' default (jit_compile="auto") where the model supports it.
+    keras.mixed_precision.set_global_policy("mixed_float16" if gpus and cfg.is_transfer else "float32")
     train_ds, val_ds, test_ds = load_data(cfg)
-    model = build_model(cfg)
+    if cfg.is_transfer:
+        feature_model, head = build_transfer_parts(cfg)
+        from core.models import assemble
+
+        model = assemble(feature_model, head)
+    else:
+        model = build_model(cfg)
     total, trainable = count_params(model)
+    x_tr, y_tr = to_model_input(train_ds.images), train_ds.labels
+    x_va, y_va = to_model_input(val_ds.images), val_ds.labels
+    feature_cache = "off"
+    if uses_feature_cache(cfg):
+        # Fit only the head on backbone features computed once: same function, no backbone pass per epoch.
+        t0 = time.perf_counter()
+        (f_tr, hit_tr), (f_va, hit_va) = cached_features(feature_model, cfg, x_tr), cached_features(feature_model, cfg, x_va)
+        feature_cache = f"hit ({time.perf_counter() - t0:.1f} s to load)" if hit_tr and hit_va else \
+            f"computed ({time.perf_counter() - t0:.1f} s)"
+        fit_model, fit_x, fit_vx = head, f_tr, f_va
+    else:
+        fit_model, fit_x, fit_vx = model, x_tr, x_va
     writer.update_info(
         status="running", title=title or f"{DISPLAY_NAMES[cfg.architecture]} ({cfg.architecture}) on {cfg.dataset}",
         dataset=cfg.dataset, device=device_name(), versions=library_versions(), params=total,
-        trainable_params=trainable, weights=cfg.weights,
+        trainable_params=trainable, weights=cfg.weights, feature_cache=feature_cache,
         data={"train": {"n": len(train_ds), "provenance": train_ds.provenance},
               "validation": {"n": len(val_ds), "provenance": val_ds.provenance},
               "test": None if test_ds is None else {"n": len(test_ds), "provenance": test_ds.provenance}},
     )
-    x_tr, y_tr = to_model_input(train_ds.images), train_ds.labels
-    x_va, y_va = to_model_input(val_ds.images), val_ds.labels
-    fit_ds = make_dataset(x_tr, y_tr, cfg.batch_size, True, cfg.augment, cfg.random_state)
-    val_tf = make_dataset(x_va, y_va, cfg.batch_size, False, False, cfg.random_state)
+    augment = cfg.augment and fit_model is model
+    fit_ds = make_dataset(fit_x, y_tr, cfg.batch_size, True, augment, cfg.random_state)
+    val_tf = make_dataset(fit_vx, y_va, cfg.batch_size, False, False, cfg.random_state)
     epoch_offset = lambda: len(writer.history)  # noqa: E731 - numbering continues through fine-tuning
     callbacks = [_epoch_logger(writer, on_epoch, should_stop, epoch_offset)]
     if cfg.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
                                                        restore_best_weights=True))
     started = time.time()
-    model.compile(optimizer=_optimizer(cfg.optimizer, cfg.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(fit_ds, validation_data=val_tf, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
+    fit_model.compile(optimizer=_optimizer(cfg.optimizer, cfg.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit_model.fit(fit_ds, validation_data=val_tf, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
     cancelled = bool(should_stop and should_stop())
-    if cfg.is_transfer and cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0 and not cancelled:
+    if cfg.fine_tunes and not cancelled:
         from core.models import backbone_of
 
         backbone = backbone_of(model)
@@ -254,6 +352,8 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
             layer.trainable = False
         model.compile(optimizer=_optimizer(cfg.optimizer, cfg.fine_tune_learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        fit_ds = make_dataset(x_tr, y_tr, cfg.batch_size, True, cfg.augment, cfg.random_state)
+        val_tf = make_dataset(x_va, y_va, cfg.batch_size, False, False, cfg.random_state)
         model.fit(fit_ds, validation_data=val_tf, epochs=cfg.fine_tune_epochs, callbacks=callbacks, verbose=0)
         cancelled = bool(should_stop and should_stop())
     metrics = evaluate_model(model, test_ds if test_ds is not None else val_ds, cfg.batch_size)
@@ -264,8 +364,10 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
     writer.write_metrics(metrics)
     model.save(writer.path / "model.keras")
     wall = round(time.time() - started, 2)
+    size_mb = (writer.path / "model.keras").stat().st_size / 2**20
     writer.update_info(status="cancelled" if cancelled else "done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       wall_seconds=wall, trainable_params=count_params(model)[1])
+                       wall_seconds=wall, trainable_params=count_params(model)[1], model_mb=round(size_mb, 1),
+                       rebuild=rebuild_command(cfg))
     return {"id": writer.id, "path": str(writer.path), "status": "cancelled" if cancelled else "done",
             "wall_seconds": wall, "epochs": len(writer.history), **metrics}
 

@@ -36,3 +36,5 @@ st.page_link("pages/draw.py", label="Draw & Reframe: draw or upload a digit, see
              icon=":material/draw:")
 st.page_link("pages/report.py", label="Reused-model report: accuracy, confusion matrix and per-digit tables on a "
              "target data set, numbers of several digits, HTML export", icon=":material/table_chart:")
+st.page_link("pages/training.py", label="Training Runs: MLP, CNN, VGG16 and MobileNetV2 trained in the background, "
+             "compared with published runs", icon=":material/monitoring:")

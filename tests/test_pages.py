@@ -137,3 +137,37 @@ def test_report_page_not_a_zip_gets_an_error():
     at.file_uploader(key="zip").upload("scans.zip", b"not a zip at all", "application/zip")
     at.run()
     assert not at.exception and "not a valid .zip" in at.error[0].value
+
+
+def test_training_page_lists_project_and_reference_runs():
+    at = AppTest.from_file("../pages/training.py", default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert {"reference", "project"} <= set(table["kind"])
+    assert {"MLP", "CNN", "VGG16", "MobileNetV2"} <= set(table["architecture"])
+    assert {"params", "trainable params", "epochs", "s / epoch", "best val acc", "test acc"} <= set(table.columns)
+    assert at.multiselect(key="chosen").value  # some runs overlaid by default
+    assert "No jobs yet" in " ".join(c.value for c in at.caption)
+
+
+def test_training_page_offline_imagenet_shows_how_to_get_weights():
+    at = AppTest.from_file("../pages/training.py", default_timeout=TIMEOUT).run()
+    at.selectbox(key="arch").set_value("vgg16").run()
+    at.button[0].click().run()  # the form's "Queue training" with the preset's weights=imagenet
+    assert not at.exception
+    assert "not available offline" in at.error[0].value and "none" in at.error[0].value
+
+
+def test_training_page_renders_without_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            "at = AppTest.from_file('pages/training.py', default_timeout=60).run(); "
+            "assert not at.exception, at.exception; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    from tests.conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "False"]

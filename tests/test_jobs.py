@@ -1,0 +1,103 @@
+"""The job queue: runs, reports progress, cancels, records failures, survives restarts, marks crashes."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core import jobs
+from core.errors import JobError
+from core.training import RunConfig
+from tests.conftest import ROOT
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("DIGITLAB_MNIST_TEST_DIR", str(tmp_path / "no-mnist"))
+
+
+def tiny(epochs=1, **kw):
+    return RunConfig.preset("mlp", epochs=epochs, max_samples=40, batch_size=16, early_stopping=None, **kw)
+
+
+def cli(*args):
+    r = subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ))
+    return r
+
+
+def wait_for(predicate, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_a_queued_job_runs_and_reports_every_epoch():
+    job = jobs.submit(tiny(epochs=2), title="tiny", start_worker=False)
+    assert job.status == "queued" and job.epochs == 2 and job.progress == 0
+    assert jobs.run_worker(once=True) == 1
+    done = jobs.get_job(job.id)
+    assert done.status == "done" and done.epoch == 2 and done.progress == 1.0
+    assert set(done.last_metrics) >= {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert json.loads((jobs.Path(done.run_dir) / "run.json").read_text())["status"] == "done"
+
+
+def test_cancel_a_queued_job_and_nothing_else():
+    job = jobs.submit(tiny(), start_worker=False)
+    assert jobs.cancel(job.id).status == "cancelled"
+    assert jobs.run_worker() == 0  # nothing left to run
+    with pytest.raises(JobError, match="already cancelled"):
+        jobs.cancel(job.id)
+    with pytest.raises(JobError, match="No job with id 999"):
+        jobs.get_job(999)
+
+
+def test_a_failing_job_records_its_error_and_the_worker_goes_on(tmp_path):
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"not really weights")
+    bad = jobs.submit(RunConfig.preset("mobilenetv2", weights=str(weights), epochs=1, max_samples=20),
+                      start_worker=False)
+    weights.unlink()  # gone by the time the worker gets to it
+    good = jobs.submit(tiny(), start_worker=False)
+    assert jobs.run_worker() == 2
+    failed = jobs.get_job(bad.id)
+    assert failed.status == "failed" and "ModelError" in failed.error and "does not exist" in failed.error
+    assert jobs.get_job(good.id).status == "done"
+
+
+def test_a_job_whose_worker_died_is_marked_failed():
+    job = jobs.submit(tiny(), start_worker=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with jobs._connect() as con:
+        con.execute("UPDATE jobs SET status='running', pid=? WHERE id=?", (dead.pid, job.id))
+    j = jobs.get_job(job.id)
+    assert j.status == "failed" and "stopped unexpectedly" in j.error
+
+
+def test_background_worker_cancel_running_job_and_queue_survives_restart():
+    r = cli("train", "--arch", "mlp", "--epochs", "200", "--max-samples", "200", "--early-stopping", "0",
+            "--background", "--json")
+    assert r.returncode == 0, r.stderr
+    job_id = json.loads(r.stdout)["id"]
+    assert wait_for(lambda: jobs.get_job(job_id).epoch >= 2), "the worker reported no progress"
+    assert jobs.get_job(job_id).status == "running"
+    r = cli("jobs", "cancel", str(job_id), "--json")  # another process asks the worker to stop
+    assert r.returncode == 0 and json.loads(r.stdout)["cancel_requested"] is True
+    assert wait_for(lambda: jobs.get_job(job_id).status == "cancelled")
+    listed = json.loads(cli("jobs", "--json").stdout)  # a fresh process reads the same queue from disk
+    assert [(j["id"], j["status"]) for j in listed] == [(job_id, "cancelled")]
+    assert 2 <= listed[0]["epoch"] < 200
+    assert not jobs.worker_running() or wait_for(lambda: not jobs.worker_running(), 30)
+
+
+def test_offline_imagenet_is_refused_before_queueing():
+    r = cli("train", "--arch", "vgg16", "--background", "--json")
+    assert r.returncode == 2 and "not available offline" in r.stderr
+    assert jobs.list_jobs() == []
