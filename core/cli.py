@@ -9,7 +9,7 @@ from pathlib import Path
 from core.datasets import TRAINING_SETS
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES
-from core.reframing import METHODS
+from core.reframing import DEFAULT_METHOD, METHODS
 
 
 def _print(data, as_json: bool, text: str) -> None:
@@ -94,7 +94,7 @@ def _train_config(args):
                  "learning_rate": args.lr, "max_samples": args.max_samples, "input_size": args.input_size,
                  "weights": args.weights, "fine_tune_layers": args.fine_tune_layers,
                  "fine_tune_epochs": args.fine_tune_epochs, "random_state": args.seed,
-                 "early_stopping": args.early_stopping}
+                 "early_stopping": args.early_stopping, "elastic_copies": args.elastic}
     d = cfg.to_dict()
     d.update({k: v for k, v in overrides.items() if v is not None})
     if args.augment is not None:
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify digit images with the reused model")
     p.add_argument("images", nargs="+", help="PNG/JPEG/BMP/TIFF files")
-    p.add_argument("--reframing", choices=METHODS, default="mnist")
+    p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="the reused model's report on a target data set")
     p.add_argument("--target", required=True, help="sklearn-digits | mnist-test | collected | a folder or .zip "
                                                    "of images in folders 0..9")
-    p.add_argument("--reframing", choices=METHODS, default="mnist")
+    p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
     p.add_argument("--no-cache", action="store_true", help="recompute instead of reading the evaluation cache")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate-numbers", help="read numbers of 1-3 digits (split, classify, recompose)")
     p.add_argument("--target", required=True, help="builtin | a folder of images named like 127_0001.png")
-    p.add_argument("--reframing", choices=METHODS, default="mnist")
+    p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
     p.add_argument("--n", type=int, default=300, help="builtin: how many numbers to compose")
     p.add_argument("--seed", type=int, default=0, help="builtin: random_state")
@@ -211,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="transfer models: imagenet | none | PATH to a .h5 file")
     p.add_argument("--fine-tune-layers", type=int, help="transfer models: unfreeze the last N backbone layers")
     p.add_argument("--fine-tune-epochs", type=int)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="rotation, shear, shift, zoom, stroke width and resolution jitter")
+    p.add_argument("--elastic", type=int, help="with --augment: N elastically distorted copies of each image")
     p.add_argument("--early-stopping", type=int, help="patience in epochs (0 disables)")
     p.add_argument("--seed", type=int, help="random_state")
     p.add_argument("--title", help="a title for the run")

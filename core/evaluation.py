@@ -16,7 +16,7 @@ import numpy as np
 
 from core import config
 from core.datasets import Dataset
-from core.reframing import METHODS, reframe_batch
+from core.reframing import DEFAULT_METHOD, METHODS, reframe_batch
 
 BLANK = -1
 DIGITS = list(range(10))
@@ -113,7 +113,7 @@ def _cache_path(key: str) -> Path:
     return config.data_home() / "cache" / "evaluations" / f"{key}.npz"
 
 
-def evaluate(predictor, dataset: Dataset, method: str = "mnist", model_path: Path | None = None,
+def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_path: Path | None = None,
              progress: Callable[[float], None] | None = None, use_cache: bool = True) -> Evaluation:
     """Reframe every image of `dataset` with `method`, classify it, and keep the predictions.
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from core.datasets import load_sklearn_digits
 from core.errors import DatasetError, DigitLabError
-from core.reframing import _find_ink, to_gray
+from core.reframing import DEFAULT_METHOD, _find_ink, to_gray
 
 #: A component with less than this share of the largest component's ink is noise, not a digit.
 SPECK_SHARE = 0.08
@@ -81,7 +81,7 @@ class NumberReading:
         return int("".join(map(str, self.digits))) if self.digits else None
 
 
-def read_number(predictor, image: np.ndarray, method: str = "mnist") -> NumberReading:
+def read_number(predictor, image: np.ndarray, method: str = DEFAULT_METHOD) -> NumberReading:
     """Split, reframe and classify each digit, recompose the number (None when nothing was found)."""
     from core.models import classify
 
@@ -146,7 +146,7 @@ def load_numbers_folder(folder: str | Path) -> tuple[list, np.ndarray, list[str]
     return images, np.array(labels, np.int64), names, skipped
 
 
-def evaluate_numbers(predictor, images, labels, method: str = "mnist") -> dict:
+def evaluate_numbers(predictor, images, labels, method: str = DEFAULT_METHOD) -> dict:
     """Share of numbers read exactly right, overall and per number of digits."""
     predicted = [read_number(predictor, img, method).number for img in images]
     correct = np.array([p == t for p, t in zip(predicted, labels)])

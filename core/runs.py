@@ -207,6 +207,8 @@ def load_reference_runs(folder: Path | None = None) -> list[RunInfo]:
 def list_runs(include_reference: bool = True, user_dir: Path | None = None) -> list[RunInfo]:
     """Every run: shipped project runs, the user's own runs, then the reference runs."""
     runs: list[RunInfo] = []
+    if (r := load_project_run(config.REUSED_MODEL_DIR)) is not None:
+        runs.append(r)
     for folder in (config.SHIPPED_RUNS_DIR, Path(user_dir or user_runs_dir())):
         if folder.is_dir():
             for p in sorted(folder.iterdir()):
@@ -215,6 +217,26 @@ def list_runs(include_reference: bool = True, user_dir: Path | None = None) -> l
     if include_reference:
         runs += load_reference_runs()
     return runs
+
+
+def prune_large_model(run_dir: Path, limit_mb: float = 20.0) -> bool:
+    """Before shipping a run: drop a model file over the limit, keep the rest and say how to rebuild it."""
+    run_dir = Path(run_dir)
+    model = run_dir / "model.keras"
+    if not model.exists() or model.stat().st_size <= limit_mb * 2**20:
+        return False
+    size = model.stat().st_size / 2**20
+    info = read_json(run_dir / "run.json")
+    info["model_note"] = (f"model file not shipped ({size:.0f} MB, over {limit_mb:.0f} MB); rebuild it with: "
+                          f"{info.get('rebuild', 'python -m core train ...')}")
+    write_json(run_dir / "run.json", info)
+    model.unlink()
+    return True
+
+
+def runs_with_models(user_dir: Path | None = None) -> list[RunInfo]:
+    """Finished project runs whose model file is here (the models the Draw page can compare)."""
+    return [r for r in list_runs(include_reference=False, user_dir=user_dir) if r.has_model and r.status == "done"]
 
 
 def get_run(run_id: str, user_dir: Path | None = None) -> RunInfo:

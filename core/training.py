@@ -35,6 +35,7 @@ class RunConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     augment: bool = False
+    elastic_copies: int = 0  # with augment: add N elastically distorted copies of each training image
     early_stopping: int | None = 5  # patience in epochs on val_loss; None disables
     weights: str = "none"  # transfer models: imagenet | none | path to a .h5 file
     fine_tune_layers: int = 0  # transfer models: unfreeze the last N backbone layers after the head is trained
@@ -54,6 +55,8 @@ class RunConfig:
             raise InvalidOptionError("optimizer", self.optimizer, OPTIMIZERS)
         if self.epochs < 1:
             raise InvalidOptionError("epochs", self.epochs, "integers >= 1")
+        if self.elastic_copies < 0:
+            raise InvalidOptionError("elastic_copies", self.elastic_copies, "integers >= 0")
         if self.architecture in ("vgg16", "mobilenetv2") and not 32 <= self.input_size <= 96:
             raise InvalidOptionError("input_size", self.input_size, "32..96 for transfer models")
 
@@ -107,6 +110,8 @@ def rebuild_command(cfg: RunConfig) -> str:
               if d[k] != defaults[k] or k in ("epochs", "random_state")]
     if cfg.augment:
         parts.append("--augment")
+    if cfg.elastic_copies:
+        parts.append(f"--elastic {cfg.elastic_copies}")
     return " ".join(parts)
 
 
@@ -143,7 +148,7 @@ def _weights_identity(cfg: RunConfig) -> str:
     return f"{Path(path).name}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def cached_features(feature_model, cfg: RunConfig, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, bool]:
+def cached_features(feature_model, cfg: RunConfig, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, bool]:
     """Backbone features of x, from the cache when this (backbone, weights, input size, data) was seen before.
 
     Returns (features, hit).
@@ -158,7 +163,9 @@ def cached_features(feature_model, cfg: RunConfig, x: np.ndarray, batch_size: in
     path = config.data_home() / "cache" / "features" / f"{h.hexdigest()[:20]}.npy"
     if path.exists():
         return np.load(path), True
-    feats = feature_model.predict(x, batch_size=batch_size, verbose=0).astype(np.float32)
+    from core.models import Predictor
+
+    feats = Predictor(feature_model).outputs(x, batch_size=batch_size)  # a traced call: 3x faster than predict
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, feats)
@@ -204,6 +211,27 @@ def scan_jitter(x, low: int = 8, p: float = 0.5):
     small = tf.image.resize(x, tf.stack([size, size]), method="area")
     blurred = tf.image.resize(small, (28, 28), method="bilinear")
     return tf.cond(tf.random.uniform(()) < p, lambda: blurred, lambda: x)
+
+
+def elastic_copies(images: np.ndarray, copies: int, alpha: float = 12.0, sigma: float = 3.0,
+                   random_state: int = 0) -> np.ndarray:
+    """`copies` elastically distorted versions of each (n, 28, 28, 1) image, stacked copy after copy.
+
+    Elastic distortion (Simard, Steinkraus and Platt, ICDAR 2003) bends each image along a smooth random
+    displacement field: the way another hand draws the same digit, which rotations and shifts cannot mimic.
+    Gentler than Simard's alpha=34, sigma=4, which over-distorts 5,000 digits (measured: see the README).
+    """
+    import cv2
+
+    rng = np.random.default_rng(random_state)
+    n, h, w = images.shape[:3]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    out = np.empty((copies * n, h, w, 1), np.float32)
+    for k in range(copies * n):
+        dx, dy = (cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), sigma) * alpha
+                  for _ in range(2))
+        out[k, :, :, 0] = cv2.remap(images[k % n, :, :, 0], gx + dx, gy + dy, cv2.INTER_LINEAR, borderValue=0)
+    return out
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, augment: bool, random_state: int):
@@ -331,7 +359,11 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
               "test": None if test_ds is None else {"n": len(test_ds), "provenance": test_ds.provenance}},
     )
     augment = cfg.augment and fit_model is model
-    fit_ds = make_dataset(fit_x, y_tr, cfg.batch_size, True, augment, cfg.random_state)
+    fit_y = y_tr
+    if augment and cfg.elastic_copies:
+        fit_x = np.concatenate([fit_x, elastic_copies(fit_x, cfg.elastic_copies, random_state=cfg.random_state)])
+        fit_y = np.tile(y_tr, cfg.elastic_copies + 1)
+    fit_ds = make_dataset(fit_x, fit_y, cfg.batch_size, True, augment, cfg.random_state)
     val_tf = make_dataset(fit_vx, y_va, cfg.batch_size, False, False, cfg.random_state)
     epoch_offset = lambda: len(writer.history)  # noqa: E731 - numbering continues through fine-tuning
     callbacks = [_epoch_logger(writer, on_epoch, should_stop, epoch_offset)]
@@ -362,7 +394,7 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
         metrics["target_accuracy"] = CNN_TARGETS[cfg.dataset]
         metrics["target_met"] = metrics["test_accuracy"] >= CNN_TARGETS[cfg.dataset]
     writer.write_metrics(metrics)
-    model.save(writer.path / "model.keras")
+    inference_copy(model).save(writer.path / "model.keras")
     wall = round(time.time() - started, 2)
     size_mb = (writer.path / "model.keras").stat().st_size / 2**20
     writer.update_info(status="cancelled" if cancelled else "done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -370,6 +402,16 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
                        rebuild=rebuild_command(cfg))
     return {"id": writer.id, "path": str(writer.path), "status": "cancelled" if cancelled else "done",
             "wall_seconds": wall, "epochs": len(writer.history), **metrics}
+
+
+def inference_copy(model):
+    """The model without its optimizer state (Adam's moments triple a saved file; inference never needs them)."""
+    import keras
+
+    # Not keras.models.clone_model: in Keras 3 the clone comes back compiled, optimizer included.
+    clean = keras.Model.from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    return clean
 
 
 def evaluate_model(model, ds: datasets.Dataset, batch_size: int = 512) -> dict:

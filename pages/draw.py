@@ -1,10 +1,13 @@
 """Draw & Reframe: draw or upload a digit, see every reframing stage and what the models predict."""
+from pathlib import Path
+
 import streamlit as st
 
 from core.datasets import save_collected
 from core.errors import DigitLabError
+from core.runs import runs_with_models
 from core.images import EXTENSIONS, decode_image, thumbnail
-from core.reframing import METHODS
+from core.reframing import DEFAULT_METHOD, METHODS
 from ui import cache, render
 from ui.nav import ensure_app_navigation
 
@@ -45,7 +48,7 @@ with left:
                            key="canvas")
         image = result.image_data
         st.caption("Black ink on white, like a pen on paper. Use the canvas toolbar to undo or clear.")
-    method = st.radio("Reframing method", METHODS, index=METHODS.index("mnist"), key="method",
+    method = st.radio("Reframing method", METHODS, index=METHODS.index(DEFAULT_METHOD), key="method",
                       format_func=lambda m: f"{m}: {METHOD_HELP[m]}")
 
 with right:
@@ -84,3 +87,22 @@ for col, m in zip(cols, METHODS):
         st.markdown(f"**{m}**")
         st.image(thumbnail(r.reframed.image, 140), clamp=True)
         st.metric(f"{m}: predicted", r.digit, f"{r.confidence:.1%} confident", delta_color="off")
+
+st.subheader("The other models on the same input")
+others = [r for r in runs_with_models() if r.id != "reused-cnn"]
+if st.toggle(f"Compare with the {len(others)} other trained models (loads each once)", key="others",
+             disabled=not others):
+    rows = []
+    image_28 = results[method].reframed.image
+    for r in others:
+        try:
+            p = cache.predictor(str(Path(r.path) / "model.keras")).predict_proba(image_28[None])[0]
+            rows.append({"model": r.title, "architecture": r.architecture, "predicted digit": int(p.argmax()),
+                         "confidence": float(p.max()), "MNIST test accuracy": r.test_accuracy})
+        except DigitLabError as e:
+            rows.append({"model": r.title, "architecture": r.architecture, "predicted digit": None,
+                         "confidence": None, "MNIST test accuracy": str(e)})
+    st.dataframe(rows, hide_index=True, width="stretch", column_config={
+        "confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent"),
+        "MNIST test accuracy": st.column_config.NumberColumn(format="%.4f")})
+    st.caption(f"All get the same `{method}`-reframed 28x28 input; transfer models resize it internally.")

@@ -14,7 +14,7 @@ handwritten digits, and putting it to work on data it has never seen, such as di
 
 The catch is **domain shift**: your images differ from the training images in ways the model never learned.
 A phone photo has dark ink on white paper, lots of margin and uneven light; MNIST has white ink on black, the
-digit centred in a 20x20 box inside 28x28. Fed a raw photo, the model answers the same digit for everything.
+digit centred in a 20x20 box inside 28x28. Fed a raw photo, the model answers one or two digits for almost everything.
 
 **Input reframing** (Pacchiotti et al., *Electronic Journal of Statistics* 23(1), 2024) leaves the model
 unchanged and puts the effort into the input: single channel, pad to a square, add an MNIST-like margin,

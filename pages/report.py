@@ -8,7 +8,7 @@ from core import report
 from core.errors import DigitLabError
 from core.evaluation import BLANK
 from core.images import EXTENSIONS, decode_image, thumbnail
-from core.reframing import METHODS, reframe
+from core.reframing import DEFAULT_METHOD, METHODS, reframe
 from ui import cache
 from ui.nav import ensure_app_navigation
 
@@ -22,7 +22,7 @@ SOURCES = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "M
            "collected": "my drawn digits", "upload": "upload a .zip"}
 c1, c2 = st.columns([2, 1])
 source = c1.selectbox("Data set", list(SOURCES), format_func=SOURCES.get, key="source")
-method = c2.radio("Reframing", METHODS, index=METHODS.index("mnist"), horizontal=True, key="method")
+method = c2.radio("Reframing", METHODS, index=METHODS.index(DEFAULT_METHOD), horizontal=True, key="method")
 
 try:
     if source == "upload":
@@ -120,8 +120,8 @@ with tab_methods:
     recall["digit"] = recall["digit"].str.removeprefix("recall_")
     fig = px.bar(recall, x="digit", y="recall", color="method", barmode="group", range_y=[0, 1], height=320)
     st.plotly_chart(fig, width="stretch", key="recall_methods")
-    st.caption("`naive` keeps dark ink on white: the model answers nearly one digit for everything, so that "
-               "digit's recall is high and every other is near zero.")
+    st.caption("`naive` keeps dark ink on white: the model answers one or two digits for nearly everything, so "
+               "their recall is high and every other digit's is near zero.")
     st.download_button("Download comparison (CSV)", comp.to_csv(index=False), f"methods-{ev.target}.csv",
                        "text/csv", key="dl_methods")
 

@@ -25,6 +25,7 @@ table = pd.DataFrame([{
     "status": r.status, "params": r.params, "trainable params": r.trainable_params, "epochs": r.epochs,
     "s / epoch": r.seconds_per_epoch, "best val acc": r.best_val_accuracy, "test acc": r.test_accuracy,
     "weights": r.weights or "", "device": r.device, "source": r.source,
+    "model file": "here" if r.has_model else r.extra.get("info", {}).get("model_note", "published figures only"),
 } for r in runs.values()])
 
 st.subheader("Runs")
@@ -101,7 +102,9 @@ with st.form("launch"):
     lr = c.number_input("Learning rate", 1e-6, 1.0, preset.learning_rate, format="%.6f")
     a, b, c = st.columns(3)
     max_samples = a.number_input("Training images (0 = all 4,500)", 0, 60000, 0, step=500)
-    augment = b.checkbox("Augmentation", preset.augment)
+    augment = b.checkbox("Augmentation", preset.augment,
+                         help="Rotation, shear, shift, zoom, stroke width and resolution jitter.")
+    elastic = b.number_input("Elastic copies per image (with augmentation)", 0, 10, preset.elastic_copies)
     patience = c.number_input("Early stopping patience (0 = off)", 0, 50, preset.early_stopping or 0)
     if preset.is_transfer:
         a, b, c = st.columns(3)
@@ -113,6 +116,7 @@ with st.form("launch"):
     submitted = st.form_submit_button("Queue training", type="primary")
 if submitted:
     overrides = dict(epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr), augment=augment,
+                     elastic_copies=int(elastic),
                      max_samples=int(max_samples) or None, early_stopping=int(patience) or None)
     if preset.is_transfer:
         overrides.update(input_size=int(input_size), weights=weights.strip() or "none",

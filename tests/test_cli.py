@@ -50,9 +50,9 @@ def test_evaluate_json_on_sklearn_digits():
 def test_evaluate_naive_collapses_and_mnist_beats_it():
     naive = json.loads(run_cli("evaluate", "--target", "sklearn-digits", "--reframing", "naive", "--json").stdout)
     best = json.loads(run_cli("evaluate", "--target", "sklearn-digits", "--reframing", "mnist", "--json").stdout)
-    predicted_columns = [sum(col) for col in zip(*naive["confusion_matrix"])]
-    assert max(predicted_columns) > 0.6 * naive["n"]  # one answer for most images
-    assert best["accuracy"] > naive["accuracy"] + 0.5
+    predicted_columns = sorted((sum(col) for col in zip(*naive["confusion_matrix"])), reverse=True)
+    assert sum(predicted_columns[:2]) > 0.8 * naive["n"]  # one or two answers for nearly every image
+    assert naive["accuracy"] < 0.2 and best["accuracy"] > naive["accuracy"] + 0.5
 
 
 def test_evaluate_numbers_builtin_json():

@@ -43,6 +43,7 @@ def _upload(at, name, data):
 def test_draw_page_upload_shows_every_stage_and_the_prediction():
     at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
     _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    at.radio(key="method").set_value("mnist").run()
     assert not at.exception and not at.error
     predicted = [m for m in at.metric if m.label == "Predicted digit"]
     assert predicted and predicted[0].value == "1"
@@ -56,9 +57,10 @@ def test_draw_page_upload_shows_every_stage_and_the_prediction():
 def test_draw_page_method_choice_changes_the_strip():
     at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
     _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
-    at.radio(key="method").set_value("paper").run()
-    joined = image_captions(at)
+    joined = image_captions(at)  # the default is the paper's method
     assert "pad to square" in joined and "margin" in joined
+    at.radio(key="method").set_value("mnist").run()
+    assert "centre of mass" in image_captions(at)
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -110,10 +112,10 @@ def test_report_page_default_shows_the_papers_tables():
 
 def test_report_page_method_switch_and_normalised_matrix():
     at = AppTest.from_file("../pages/report.py", default_timeout=TIMEOUT).run()
-    acc_mnist = at.metric[1].value
+    acc_default = at.metric[1].value
     at.radio(key="method").set_value("naive").run()
     assert not at.exception
-    assert at.metric[1].value != acc_mnist
+    assert at.metric[1].value != acc_default
     at.toggle(key="normalise").set_value(True).run()
     assert not at.exception
 
@@ -171,3 +173,13 @@ def test_training_page_renders_without_tensorflow():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "False"]
+
+
+def test_draw_page_compares_the_other_models():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    at.toggle(key="others").set_value(True).run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert len(table) >= 3 and {"MLP", "CNN"} <= set(table["architecture"])
+    assert table["predicted digit"].notna().all()

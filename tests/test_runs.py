@@ -62,3 +62,16 @@ def test_shipped_runs_cover_the_four_architectures():
         info = json.loads((runs.Path(r.path) / "run.json").read_text())
         assert r.status == "done" and r.epochs > 0 and r.test_accuracy is not None
         assert r.has_model or "rebuild" in info  # big models are rebuilt, not committed
+
+
+def test_prune_large_model_keeps_the_run_and_says_how_to_rebuild(tmp_path):
+    w = runs.RunWriter(tmp_path / "big")
+    w.update_info(status="done", rebuild="python -m core train --arch vgg16")
+    (tmp_path / "big" / "model.keras").write_bytes(b"\0" * 3000)
+    assert runs.prune_large_model(tmp_path / "big", limit_mb=0.001)
+    assert not (tmp_path / "big" / "model.keras").exists()
+    assert "rebuild it with: python -m core train --arch vgg16" in runs.read_json(tmp_path / "big" / "run.json")["model_note"]
+    w2 = runs.RunWriter(tmp_path / "small")
+    w2.update_info(status="done")
+    (tmp_path / "small" / "model.keras").write_bytes(b"\0" * 10)
+    assert not runs.prune_large_model(tmp_path / "small", limit_mb=0.001) and (tmp_path / "small" / "model.keras").exists()

@@ -6,7 +6,7 @@ import streamlit as st
 from core import models
 
 
-@st.cache_resource(show_spinner="Loading the reused model (TensorFlow starts once per process)...")
+@st.cache_resource(show_spinner="Loading the model (TensorFlow starts once per process)...", max_entries=12)
 def predictor(path: str | None = None) -> models.Predictor:
     return models.Predictor.load(path)
 
