@@ -50,7 +50,7 @@ def _table(df: pd.DataFrame, weakest: list[str] = (), fmt: str = "{:.4f}") -> st
     mins = {c: df[c].min() for c in weakest}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = []
-    for _, row in df.iterrows():
+    for row in df.to_dict("records"):  # not iterrows(): it turns a row of ints and floats into all floats
         cells = []
         for c in df.columns:
             v = row[c]

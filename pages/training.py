@@ -21,10 +21,10 @@ st.caption("MLP, CNN, VGG16 and MobileNetV2 trained on digits by this project, n
 
 runs = {r.id: r for r in list_runs()}
 table = pd.DataFrame([{
-    "id": r.id, "kind": r.kind, "architecture": r.architecture, "title": r.title, "dataset": r.dataset,
-    "status": r.status, "params": r.params, "trainable params": r.trainable_params, "epochs": r.epochs,
-    "s / epoch": r.seconds_per_epoch, "best val acc": r.best_val_accuracy, "test acc": r.test_accuracy,
-    "weights": r.weights or "", "device": r.device, "source": r.source,
+    "id": r.id, "kind": r.kind, "architecture": r.architecture, "dataset": r.dataset,
+    "test acc": r.test_accuracy, "best val acc": r.best_val_accuracy, "params": r.params,
+    "trainable params": r.trainable_params, "epochs": r.epochs, "s / epoch": r.seconds_per_epoch,
+    "title": r.title, "status": r.status, "weights": r.weights or "", "device": r.device, "source": r.source,
     "model file": "here" if r.has_model else r.extra.get("info", {}).get("model_note", "published figures only"),
 } for r in runs.values()])
 
