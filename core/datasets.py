@@ -186,11 +186,11 @@ def _digit_label(rel: Path) -> int | None:
     return None
 
 
-def load_folder(root: str | Path, name: str | None = None) -> Dataset:
-    """Images in folders 0..9 under `root` (PNG/JPEG/BMP/TIFF, any size, either polarity).
+def scan_labelled_images(root: str | Path, label_of, unlabelled: str):
+    """Read every image under `root` that `label_of(relative_path)` labels: (images, labels, names, skipped).
 
-    Unreadable files and files outside a digit folder are skipped and listed; links are never followed.
-    Raises DatasetError when the folder holds no usable image or more than MAX_FILES files.
+    The one walk behind digit folders and number files: OS metadata is ignored, links are never followed,
+    more than MAX_FILES files refuse the folder, and every file not used is listed with its reason.
     """
     from core.errors import DigitLabError
     from core.images import EXTENSIONS, read_image
@@ -209,11 +209,11 @@ def load_folder(root: str | Path, name: str | None = None) -> Dataset:
         if p.is_symlink():
             skipped.append(f"{rel}: a link, not followed")
             continue
-        label = _digit_label(rel)
+        label = label_of(rel)
         if p.suffix.lower() not in EXTENSIONS:
             skipped.append(f"{rel}: not a PNG/JPEG/BMP/TIFF file")
         elif label is None:
-            skipped.append(f"{rel}: not inside a folder named 0..9")
+            skipped.append(f"{rel}: {unlabelled}")
         else:
             try:
                 images.append(read_image(p))
@@ -221,10 +221,21 @@ def load_folder(root: str | Path, name: str | None = None) -> Dataset:
                 names.append(str(rel))
             except DigitLabError as e:
                 skipped.append(f"{rel}: {e}")
+    return images, np.array(labels, np.int64), names, skipped
+
+
+def load_folder(root: str | Path, name: str | None = None) -> Dataset:
+    """Images in folders 0..9 under `root` (PNG/JPEG/BMP/TIFF, any size, either polarity).
+
+    Unreadable files and files outside a digit folder are skipped and listed; links are never followed.
+    Raises DatasetError when the folder holds no usable image or more than MAX_FILES files.
+    """
+    root = Path(root)
+    images, labels, names, skipped = scan_labelled_images(root, _digit_label, "not inside a folder named 0..9")
     if not images:
         raise DatasetError(f"No readable digit images in folders 0..9 under {root.name or root} "
                            f"({len(skipped)} files skipped).")
-    return Dataset(name or root.name, images, np.array(labels, np.int64),
+    return Dataset(name or root.name, images, labels,
                    f"{len(images)} images from folders 0..9 of {name or root.name}", names, skipped)
 
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from core.datasets import load_sklearn_digits
-from core.errors import DatasetError, DigitLabError
+from core.errors import DatasetError
 from core.reframing import DEFAULT_METHOD, _find_ink, to_gray
 
 #: A component with less than this share of the largest component's ink is noise, not a digit.
@@ -120,30 +120,14 @@ def compose_numbers(n: int = 300, max_value: int = 303, random_state: int = 0) -
 
 def load_numbers_folder(folder: str | Path) -> tuple[list, np.ndarray, list[str], list[str]]:
     """Images whose file names start with their number (127_0001.png): images, labels, names, skipped."""
-    from core.images import EXTENSIONS, read_image
+    from core.datasets import scan_labelled_images
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"{folder} is not a folder.")
-    images, labels, names, skipped = [], [], [], []
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file() or p.name.startswith("."):
-            continue
-        label = label_from_name(p.name)
-        if p.suffix.lower() not in EXTENSIONS:
-            skipped.append(f"{p.name}: not an image file")
-        elif label is None:
-            skipped.append(f"{p.name}: the file name does not start with the number (e.g. 127_0001.png)")
-        else:
-            try:
-                images.append(read_image(p))
-                labels.append(label)
-                names.append(p.name)
-            except DigitLabError as e:
-                skipped.append(f"{p.name}: {e}")
+    images, labels, names, skipped = scan_labelled_images(
+        folder, lambda rel: label_from_name(rel.name),
+        "the file name does not start with the number (e.g. 127_0001.png)")
     if not images:
         raise DatasetError(f"No labelled number images in {folder} ({len(skipped)} skipped).")
-    return images, np.array(labels, np.int64), names, skipped
+    return images, labels, names, skipped
 
 
 def evaluate_numbers(predictor, images, labels, method: str = DEFAULT_METHOD) -> dict:

@@ -64,3 +64,13 @@ def test_read_and_evaluate_numbers_with_a_model_that_always_says_one():
     out = numbers.evaluate_numbers(OneReader(), [number_image(2), number_image(3)], np.array([11, 112]), "paper")
     assert out["accuracy"] == 0.5
     assert out["per_length"] == [{"digits": 2, "n": 1, "accuracy": 1.0}, {"digits": 3, "n": 1, "accuracy": 0.0}]
+
+
+def test_numbers_folder_labels_from_names_and_skips_the_rest(tmp_path):
+    cv2.imwrite(str(tmp_path / "12_0001.png"), number_image(2))
+    (tmp_path / "notes.txt").write_text("x")
+    cv2.imwrite(str(tmp_path / "scan.png"), number_image(1))
+    (tmp_path / "7_link.png").symlink_to(tmp_path / "scan.png")
+    images, labels, names, skipped = numbers.load_numbers_folder(tmp_path)
+    assert labels.tolist() == [12] and names == ["12_0001.png"]
+    assert sorted(s.split(":")[0] for s in skipped) == ["7_link.png", "notes.txt", "scan.png"]
