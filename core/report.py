@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from core.evaluation import BLANK, Evaluation, summary_metrics
+from core.evaluation import Evaluation, summary_metrics
 from core.images import encode_png, thumbnail
 from core.reframing import reframe
 
@@ -114,5 +114,3 @@ method <b>{ev.method}</b>; generated {time.strftime('%Y-%m-%d %H:%M')} by Digit 
 <h2>Commonest mistakes</h2>{''.join(mistakes) or '<p>None.</p>'}
 </body></html>"""
 
-
-__all__ = ["BLANK", "build_html", "comparison_frame", "confusion_frame", "per_digit_frame"]

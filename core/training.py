@@ -305,7 +305,6 @@ def load_data(cfg: RunConfig):
 
 
 def count_params(model) -> tuple[int, int]:
-    import keras
 
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     total = sum(int(np.prod(w.shape)) for w in model.weights)

@@ -1,12 +1,11 @@
 """Reused-model report: the paper's evaluation tables on any labelled digit data set."""
-import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from core import report
 from core.errors import DigitLabError
-from core.evaluation import BLANK
+from core.evaluation import BLANK, compare_methods, evaluate
 from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import DEFAULT_METHOD, METHODS, reframe
 from ui import cache
@@ -31,9 +30,9 @@ try:
         if upload is None:
             st.info("Upload a .zip whose folders 0..9 hold PNG, JPEG, BMP or TIFF images of those digits.")
             st.stop()
-        dataset_key, dataset = cache.uploaded_target(upload.getvalue(), upload.name)
+        dataset = cache.uploaded_target(upload.getvalue(), upload.name)
     else:
-        dataset_key, dataset = cache.target(source)
+        dataset = cache.target(source)
 except DigitLabError as e:
     st.error(str(e))
     st.stop()
@@ -49,7 +48,8 @@ if dataset.skipped:
 
 predictor = cache.predictor()
 bar = st.progress(0.0, text=f"Reframing and classifying {len(dataset):,} images...")
-ev = cache.evaluate(predictor, dataset_key, dataset, method, progress=lambda f: bar.progress(f))
+# core caches every evaluation on disk per (model, data, method): switching views re-reads, never recomputes
+ev = evaluate(predictor, dataset, method, progress=bar.progress)
 bar.empty()
 summary = ev.as_dict()
 
@@ -111,7 +111,7 @@ with tab_cells:
                      caption=f"{ev.probabilities[i].max():.0%}" if pred_d != BLANK else "blank")
 
 with tab_methods:
-    comparison = {m_: cache.evaluate(predictor, dataset_key, dataset, m_) for m_ in METHODS}
+    comparison = compare_methods(predictor, dataset)
     comp = report.comparison_frame(comparison)
     fig = px.bar(comp, x="method", y="accuracy", text_auto=".1%", range_y=[0, 1], height=300)
     st.plotly_chart(fig, width="stretch", key="acc_methods")

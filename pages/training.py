@@ -10,7 +10,7 @@ from core import jobs
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES, DISPLAY_NAMES
 from core.runs import HISTORY_COLUMNS, list_runs
-from core.training import PRESETS, RunConfig
+from core.training import RunConfig
 from ui.nav import ensure_app_navigation
 
 ensure_app_navigation()

@@ -66,3 +66,14 @@ def test_evaluate_numbers_builtin_json():
 def test_evaluate_missing_target_is_a_clear_error(tmp_path):
     r = run_cli("evaluate", "--target", str(tmp_path / "nothing.zip"), "--json")
     assert r.returncode == 2 and "sklearn-digits" in r.stderr
+
+
+def test_runs_json_lists_project_and_reference_runs():
+    r = run_cli("runs", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    kinds = {o["kind"] for o in out}
+    assert kinds == {"project", "reference"}
+    for o in out:
+        assert {"id", "kind", "architecture", "dataset", "epochs", "test_accuracy"} <= set(o)
+        assert o["architecture"] in {"MLP", "CNN", "VGG16", "MobileNetV2"}

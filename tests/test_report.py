@@ -1,6 +1,5 @@
 import numpy as np
 
-from core.datasets import Dataset
 from core.evaluation import BLANK, Evaluation
 from core.report import build_html, confusion_frame, per_digit_frame
 

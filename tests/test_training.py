@@ -5,7 +5,7 @@ import pytest
 
 from core import models, runs
 from core.errors import InvalidOptionError, ModelError
-from core.training import RunConfig, cached_features, rebuild_command, train
+from core.training import RunConfig, rebuild_command, train
 
 
 @pytest.fixture

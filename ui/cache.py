@@ -39,27 +39,18 @@ def examples():
 
 @st.cache_data(show_spinner="Loading the data set...", max_entries=8)
 def target(name: str):
-    """(key, Dataset) of a built-in or collected target; the key names it in the evaluation cache."""
+    """A built-in or collected target data set, loaded once per session."""
     from core.datasets import load_target
 
-    ds = load_target(name)
-    return f"{name}:{len(ds)}", ds
+    return load_target(name)
 
 
 @st.cache_data(show_spinner="Checking and extracting the archive...", max_entries=4)
 def uploaded_target(data: bytes, filename: str):
-    import hashlib
-
+    """An uploaded zip as a data set (keyed by its bytes: the same upload is extracted once)."""
     from core.datasets import load_zip
 
-    return f"zip:{hashlib.sha1(data).hexdigest()[:16]}", load_zip(data, filename)
-
-
-def evaluate(predictor: models.Predictor, dataset_key: str, dataset, method: str, progress=None):
-    """core.evaluate: its disk cache per (model, data set content, method) makes every repeat a file read."""
-    from core.evaluation import evaluate as core_evaluate
-
-    return core_evaluate(predictor, dataset, method, progress=progress)
+    return load_zip(data, filename)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
