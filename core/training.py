@@ -80,10 +80,14 @@ class RunConfig:
         return self.architecture in ("vgg16", "mobilenetv2")
 
     @property
+    def pretrained(self) -> bool:
+        """A transfer model with ImageNet (or file) weights: its backbone starts frozen."""
+        return self.is_transfer and self.weights not in (None, "none")
+
+    @property
     def fine_tunes(self) -> bool:
         """Head first, then the last layers: only for a pretrained backbone (from scratch, all of it learns)."""
-        return (self.is_transfer and self.weights not in (None, "none") and self.fine_tune_layers > 0
-                and self.fine_tune_epochs > 0)
+        return self.pretrained and self.fine_tune_layers > 0 and self.fine_tune_epochs > 0
 
 
 #: Per-architecture defaults: small digits need few epochs; transfer backbones need >= 32 px and a low rate
@@ -137,7 +141,7 @@ def build_transfer_parts(cfg: RunConfig):
 
 def uses_feature_cache(cfg: RunConfig) -> bool:
     """Frozen pretrained backbone and no augmentation: the backbone's output never changes, compute it once."""
-    return cfg.is_transfer and cfg.weights not in (None, "none") and not cfg.augment and cfg.cache_features
+    return cfg.pretrained and not cfg.augment and cfg.cache_features
 
 
 def _weights_identity(cfg: RunConfig) -> str:
