@@ -113,11 +113,16 @@ def _pid_alive(pid: int | None) -> bool:
 
 def _reconcile(con) -> None:
     """A running job whose worker process is gone crashed: say so instead of showing it running forever."""
-    for row in con.execute("SELECT id, pid FROM jobs WHERE status = 'running'").fetchall():
+    message = ("The worker process stopped unexpectedly (killed or out of memory); the epochs it finished are "
+               "kept in the run folder.")
+    for row in con.execute("SELECT id, pid, run_dir FROM jobs WHERE status = 'running'").fetchall():
         if not _pid_alive(row["pid"]):
             con.execute("UPDATE jobs SET status='failed', finished=?, error=? WHERE id=? AND status='running'",
-                        (time.time(), "The worker process stopped unexpectedly (killed or out of memory); "
-                         "the epochs it finished are kept in the run folder.", row["id"]))
+                        (time.time(), message, row["id"]))
+            if row["run_dir"] and (Path(row["run_dir"]) / "run.json").exists():
+                from core.runs import RunWriter
+
+                RunWriter(Path(row["run_dir"])).update_info(status="failed", error=message)
 
 
 def list_jobs(limit: int = 100) -> list[Job]:

@@ -77,8 +77,12 @@ def test_a_job_whose_worker_died_is_marked_failed():
     dead.wait()
     with jobs._connect() as con:
         con.execute("UPDATE jobs SET status='running', pid=? WHERE id=?", (dead.pid, job.id))
+    from core.runs import RunWriter, read_json
+
+    RunWriter(jobs.Path(job.run_dir)).update_info(status="running")  # as train() leaves it mid-run
     j = jobs.get_job(job.id)
     assert j.status == "failed" and "stopped unexpectedly" in j.error
+    assert read_json(jobs.Path(job.run_dir) / "run.json")["status"] == "failed"  # the runs table agrees
 
 
 def test_background_worker_cancel_running_job_and_queue_survives_restart():
