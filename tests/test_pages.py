@@ -183,3 +183,16 @@ def test_draw_page_compares_the_other_models():
     table = at.dataframe[-1].value
     assert len(table) >= 3 and {"MLP", "CNN"} <= set(table["architecture"])
     assert table["predicted digit"].notna().all()
+
+
+def test_draw_page_saves_a_labelled_digit_to_my_digits(tmp_path):
+    from core.datasets import load_target
+
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    assert at.selectbox(key="label").value == 1  # proposed: the predicted digit
+    at.selectbox(key="label").set_value(7)
+    at.button(key="save").click().run()
+    assert not at.exception
+    collected = load_target("collected")
+    assert collected.labels.tolist() == [7] and collected.images[0].shape[:2] == (280, 280)
