@@ -14,7 +14,7 @@ import numpy as np
 
 from core.datasets import load_sklearn_digits
 from core.errors import DatasetError
-from core.reframing import DEFAULT_METHOD, _find_ink, to_gray
+from core.reframing import DEFAULT_METHOD, find_ink, to_gray
 
 #: A component with less than this share of the largest component's ink is noise, not a digit.
 SPECK_SHARE = 0.08
@@ -32,13 +32,10 @@ class Split:
 def split_digits(image: np.ndarray) -> list[Split]:
     """Cut a number image into digit images, left to right. A blank image gives []."""
     gray = to_gray(image)
-    ink = _find_ink(gray)
+    ink = find_ink(gray)
     if ink.blank:
         return []
-    level = (1.0 - gray) if ink.dark_on_light else gray
-    bg = (1.0 - ink.background) if ink.dark_on_light else ink.background
-    mask = (level > bg + 0.5 * ink.contrast).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(ink.mask, connectivity=8)
     comps = [tuple(int(v) for v in stats[i, :5]) for i in range(1, n)]  # x, y, w, h, area
     if not comps:
         return []

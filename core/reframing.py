@@ -131,13 +131,15 @@ class _Ink:
     background: float  # background level in the gray image
     contrast: float  # how far the ink stands out from the background, 0..1
     bbox: tuple[int, int, int, int] | None
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # uint8, 1 where ink is
 
     @property
     def blank(self) -> bool:
         return self.bbox is None
 
 
-def _find_ink(gray: np.ndarray) -> _Ink:
+def find_ink(gray: np.ndarray) -> _Ink:
+    """Polarity, background, contrast, and where the ink is (mask and bounding box) in a gray image."""
     # The border is mostly paper, whatever the digit: its median tells the polarity and the background.
     background = float(np.median(_border(gray)))
     dark_on_light = background > 0.5
@@ -149,8 +151,7 @@ def _find_ink(gray: np.ndarray) -> _Ink:
     if contrast < BLANK_CONTRAST:
         return _Ink(dark_on_light, background, max(contrast, 0.0), None)
     mask = (ink > ink_background + 0.5 * contrast).astype(np.uint8)
-    x, y, w, h = cv2.boundingRect(mask)
-    return _Ink(dark_on_light, background, contrast, (x, y, w, h))
+    return _Ink(dark_on_light, background, contrast, cv2.boundingRect(mask), mask)
 
 
 def _resize(a: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -240,7 +241,7 @@ def reframe(image: np.ndarray, method: str = DEFAULT_METHOD) -> Reframed:
     if method not in _PIPELINES:
         raise InvalidOptionError("reframing", method, METHODS)
     gray = to_gray(image)
-    ink = _find_ink(gray)
+    ink = find_ink(gray)
     polarity = "dark-on-light" if ink.dark_on_light else "light-on-dark"
     stages = [Stage("grayscale", gray)]
     if not ink.blank:
