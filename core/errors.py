@@ -33,3 +33,14 @@ class ModelError(DigitLabError):
 
 class JobError(DigitLabError):
     """A background job that cannot be queued, found or cancelled."""
+
+
+class StorageError(DigitLabError):
+    """A file or folder that cannot be written or read (disk full, read-only, permissions, name too long).
+
+    The message names the folder and the cause; `path` and `cause` carry them for pages and JSON output.
+    """
+
+    def __init__(self, message: str, path=None, cause: str = "") -> None:
+        super().__init__(message)
+        self.path, self.cause = path, cause
