@@ -29,3 +29,26 @@ def mnist_test_dir() -> Path:
 def keras_home() -> Path:
     """Keras' cache (datasets/, models/), as Keras itself resolves it."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
+#: `DIGITLAB_READ_ONLY` values that turn read-only mode on (case-insensitive); anything else leaves it off.
+READ_ONLY_VALUES = ("1", "true", "yes")
+
+
+def read_only() -> bool:
+    """True on a shared demo server (`DIGITLAB_READ_ONLY=1`): visitors may look, draw, upload and evaluate,
+    but nothing that changes the server (queue or cancel jobs, save digits) or names a server path."""
+    return os.environ.get("DIGITLAB_READ_ONLY", "").strip().lower() in READ_ONLY_VALUES
+
+
+def require_writable(action: str) -> None:
+    """Refuse `action` (e.g. "queueing training jobs") on a read-only server with a ReadOnlyError.
+
+    Called first by every core function that changes the server on a visitor's behalf, so the mode holds
+    whatever the page shows.
+    """
+    if read_only():
+        from core.errors import ReadOnlyError
+
+        raise ReadOnlyError(f"This server is read-only (DIGITLAB_READ_ONLY=1): {action} is disabled. "
+                            "Its owner enables it by starting the server without DIGITLAB_READ_ONLY.")

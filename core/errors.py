@@ -44,3 +44,10 @@ class StorageError(DigitLabError):
     def __init__(self, message: str, path=None, cause: str = "") -> None:
         super().__init__(message)
         self.path, self.cause = path, cause
+
+
+class ReadOnlyError(DigitLabError):
+    """An action that changes the server (queue or cancel a job, save a digit) on a read-only server.
+
+    Raised by `core.config.require_writable` when `DIGITLAB_READ_ONLY` is set (a shared demo server).
+    """
