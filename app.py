@@ -1,6 +1,8 @@
 """Digit Reuse Lab: entry point. `streamlit run app.py`"""
 import streamlit as st
 
+from ui.safe import guard
+
 st.set_page_config(page_title="Digit Reuse Lab", page_icon=":material/draw:", layout="wide")
 
 PAGES = [
@@ -10,4 +12,5 @@ PAGES = [
     st.Page("pages/training.py", title="Training Runs", icon=":material/monitoring:", url_path="training"),
 ]
 
-st.navigation(PAGES).run()
+with guard():  # an unexpected error: a short message here, the traceback in the server log
+    st.navigation(PAGES).run()
