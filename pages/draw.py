@@ -3,6 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.config import read_only
 from core.datasets import save_collected
 from core.errors import DigitLabError
 from core.runs import runs_with_models
@@ -10,6 +11,7 @@ from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import DEFAULT_METHOD, METHODS
 from ui import cache, render
 from ui.nav import ensure_app_navigation
+from ui.safe import md_escape, read_only_note, show_error
 
 ensure_app_navigation()
 
@@ -32,9 +34,9 @@ with left:
         if upload is not None:
             try:
                 image = decode_image(upload.getvalue(), upload.name)
-                st.image(image, caption=f"{upload.name}: {image.shape[1]}x{image.shape[0]}", width=280)
+                st.image(image, caption=f"{md_escape(upload.name)}: {image.shape[1]}x{image.shape[0]}", width=280)
             except DigitLabError as e:
-                st.error(str(e))
+                show_error(e)
     elif source == "Example":
         examples = cache.examples()
         i = st.slider("Example from scikit-learn digits (8x8 scans)", 0, len(examples.labels) - 1, 0)
@@ -59,7 +61,7 @@ with right:
     try:
         results = {m: cache.classify(predictor, image, m) for m in METHODS}
     except DigitLabError as e:
-        st.error(str(e))
+        show_error(e)
         st.stop()
     chosen = results[method]
     if chosen.reframed.blank:
@@ -70,12 +72,19 @@ with right:
     c1.metric("Predicted digit", chosen.digit)
     c1.metric("Confidence", f"{chosen.confidence:.1%}")
     c2.plotly_chart(render.probability_bars(chosen.probabilities), width="stretch", key="proba")
-    with c1.popover("Save to my digits", icon=":material/add:"):
-        st.caption("Collected digits are kept on disk and can be evaluated as a data set on the Report page.")
-        label = st.selectbox("True label", range(10), index=chosen.digit, key="label")
-        if st.button("Save", key="save", type="primary"):
-            path = save_collected(image, label)
-            st.toast(f"Saved as a {label} ({path.name}).", icon=":material/check:")
+    if read_only():  # a shared server keeps no visitor's drawings
+        c1.popover("Save to my digits", icon=":material/add:", disabled=True,
+                   help=read_only_note("saving digits to my digits is turned off"))
+    else:
+        with c1.popover("Save to my digits", icon=":material/add:"):
+            st.caption("Collected digits are kept on disk and can be evaluated as a data set on the Report page.")
+            label = st.selectbox("True label", range(10), index=chosen.digit, key="label")
+            if st.button("Save", key="save", type="primary"):
+                try:
+                    path = save_collected(image, label)
+                    st.toast(f"Saved as a {label} ({md_escape(path.name)}).", icon=":material/check:")
+                except DigitLabError as e:
+                    show_error(e)
 
 st.subheader("The same input, three reframings")
 st.caption("The model is the same in each column; only its input changes. `naive` keeps dark ink on white paper, "

@@ -10,6 +10,7 @@ from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import DEFAULT_METHOD, METHODS, reframe
 from ui import cache
 from ui.nav import ensure_app_navigation
+from ui.safe import md_escape, show_error
 
 ensure_app_navigation()
 
@@ -34,10 +35,10 @@ try:
     else:
         dataset = cache.target(source)
 except DigitLabError as e:
-    st.error(str(e))
+    show_error(e)
     st.stop()
 
-st.caption(f"{dataset.provenance}.")
+st.caption(f"{md_escape(dataset.provenance)}.")  # names the uploaded file: shown as typed
 if dataset.missing_classes():
     missing = ", ".join(map(str, dataset.missing_classes()))
     st.warning(f"This data set has no images of digit(s) {missing}: their recall and F1 are 0 by convention "
@@ -137,7 +138,7 @@ with tab_numbers:
             try:
                 number_image = decode_image(up.getvalue(), up.name)
             except DigitLabError as e:
-                st.error(str(e))
+                show_error(e)
     else:
         from streamlit_drawable_canvas import st_canvas
 
@@ -167,7 +168,7 @@ with tab_numbers:
             nzip = st.file_uploader("A .zip of number images named like 127_0001.png", type=["zip"], key="nzip")
             nres = cache.evaluate_numbers_zip(predictor, nzip.getvalue(), nzip.name, method) if nzip else None
     except DigitLabError as e:
-        st.error(str(e))
+        show_error(e)
         nres = None
     if nres:
         a, b = st.columns([1, 2])

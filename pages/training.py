@@ -7,11 +7,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import jobs
+from core.config import read_only
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES, DISPLAY_NAMES
 from core.runs import HISTORY_COLUMNS, list_runs
 from core.training import RunConfig
 from ui.nav import ensure_app_navigation
+from ui.safe import guarded, md_escape, read_only_note, show_error, shown_path
 
 ensure_app_navigation()
 
@@ -24,7 +26,8 @@ table = pd.DataFrame([{
     "id": r.id, "kind": r.kind, "architecture": r.architecture, "dataset": r.dataset,
     "test acc": r.test_accuracy, "best val acc": r.best_val_accuracy, "params": r.params,
     "trainable params": r.trainable_params, "epochs": r.epochs, "s / epoch": r.seconds_per_epoch,
-    "title": r.title, "status": r.status, "weights": r.weights or "", "device": r.device, "source": r.source,
+    "title": r.title, "status": r.status, "weights": shown_path(r.weights or ""), "device": r.device,
+    "source": r.source,
     "model file": "here" if r.has_model else r.extra.get("info", {}).get("model_note", "published figures only"),
 } for r in runs.values()])
 
@@ -91,51 +94,57 @@ else:
     st.info("Choose runs above to overlay their curves.")
 
 st.subheader("Train a new run")
-arch = st.selectbox("Architecture", ARCHITECTURES, key="arch",
-                    format_func=lambda a: {"cnn": "CNN (simple convnet, the reused model)",
-                                           "cnn-deep": "CNN (Conv-BN-Dropout)"}.get(a, DISPLAY_NAMES[a]))
-preset = RunConfig.preset(arch)
-with st.form("launch"):
-    a, b, c = st.columns(3)
-    epochs = a.number_input("Epochs", 1, 200, preset.epochs)
-    batch = b.number_input("Batch size", 8, 1024, preset.batch_size)
-    lr = c.number_input("Learning rate", 1e-6, 1.0, preset.learning_rate, format="%.6f")
-    a, b, c = st.columns(3)
-    max_samples = a.number_input("Training images (0 = all 4,500)", 0, 60000, 0, step=500)
-    augment = b.checkbox("Augmentation", preset.augment,
-                         help="Rotation, shear, shift, zoom, stroke width and resolution jitter.")
-    elastic = b.number_input("Elastic copies per image (with augmentation)", 0, 10, preset.elastic_copies)
-    patience = c.number_input("Early stopping patience (0 = off)", 0, 50, preset.early_stopping or 0)
-    if preset.is_transfer:
+if read_only():  # visitors of a shared server neither queue jobs nor name server files (weights)
+    st.info(read_only_note("queueing and cancelling training runs is turned off"))
+else:
+    arch = st.selectbox("Architecture", ARCHITECTURES, key="arch",
+                        format_func=lambda a: {"cnn": "CNN (simple convnet, the reused model)",
+                                               "cnn-deep": "CNN (Conv-BN-Dropout)"}.get(a, DISPLAY_NAMES[a]))
+    preset = RunConfig.preset(arch)
+    with st.form("launch"):
         a, b, c = st.columns(3)
-        input_size = a.slider("Input size", 32, 96, preset.input_size, 8)
-        weights = b.text_input("Weights: imagenet, none, or a .h5 file path", preset.weights)
-        fine_tune = c.number_input("Fine-tune the last N layers (0 = head only)", 0, 200, preset.fine_tune_layers)
-        fine_tune_epochs = c.number_input("Fine-tuning epochs", 0, 50, preset.fine_tune_epochs)
-    title = st.text_input("Title (optional)")
-    submitted = st.form_submit_button("Queue training", type="primary")
-if submitted:
-    overrides = dict(epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr), augment=augment,
-                     elastic_copies=int(elastic),
-                     max_samples=int(max_samples) or None, early_stopping=int(patience) or None)
-    if preset.is_transfer:
-        overrides.update(input_size=int(input_size), weights=weights.strip() or "none",
-                         fine_tune_layers=int(fine_tune), fine_tune_epochs=int(fine_tune_epochs))
-    try:
-        cfg = RunConfig.preset(arch, **overrides)
-        if cfg.is_transfer:
-            from core.models import resolve_imagenet_weights
+        epochs = a.number_input("Epochs", 1, 200, preset.epochs)
+        batch = b.number_input("Batch size", 8, 1024, preset.batch_size)
+        lr = c.number_input("Learning rate", 1e-6, 1.0, preset.learning_rate, format="%.6f")
+        a, b, c = st.columns(3)
+        max_samples = a.number_input("Training images (0 = all 4,500)", 0, 60000, 0, step=500)
+        augment = b.checkbox("Augmentation", preset.augment,
+                             help="Rotation, shear, shift, zoom, stroke width and resolution jitter.")
+        elastic = b.number_input("Elastic copies per image (with augmentation)", 0, 10, preset.elastic_copies)
+        patience = c.number_input("Early stopping patience (0 = off)", 0, 50, preset.early_stopping or 0)
+        if preset.is_transfer:
+            a, b, c = st.columns(3)
+            input_size = a.slider("Input size", 32, 96, preset.input_size, 8)
+            weights = b.text_input("Weights: imagenet, none, or a .h5 file path", preset.weights)
+            fine_tune = c.number_input("Fine-tune the last N layers (0 = head only)", 0, 200,
+                                       preset.fine_tune_layers)
+            fine_tune_epochs = c.number_input("Fine-tuning epochs", 0, 50, preset.fine_tune_epochs)
+        title = st.text_input("Title (optional)")
+        submitted = st.form_submit_button("Queue training", type="primary")
+    if submitted:
+        overrides = dict(epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr), augment=augment,
+                         elastic_copies=int(elastic),
+                         max_samples=int(max_samples) or None, early_stopping=int(patience) or None)
+        if preset.is_transfer:
+            overrides.update(input_size=int(input_size), weights=weights.strip() or "none",
+                             fine_tune_layers=int(fine_tune), fine_tune_epochs=int(fine_tune_epochs))
+        try:
+            cfg = RunConfig.preset(arch, **overrides)
+            if cfg.is_transfer:
+                from core.models import resolve_imagenet_weights
 
-            resolve_imagenet_weights(cfg.architecture, cfg.weights, cfg.input_size)
-        job = jobs.submit(cfg, title=title or None)
-        st.toast(f"Queued job {job.id}.", icon=":material/schedule:")
-    except DigitLabError as e:
-        st.error(str(e))
+                resolve_imagenet_weights(cfg.architecture, cfg.weights, cfg.input_size)
+            job = jobs.submit(cfg, title=title or None)
+            st.toast(f"Queued job {job.id}.", icon=":material/schedule:")
+        except DigitLabError as e:
+            show_error(e)
 
 
 @st.fragment(run_every="2s")
+@guarded  # a fragment reruns on its own, outside app.py's guard
 def job_monitor() -> None:
     st.subheader("Jobs")
+    visitor = read_only()  # a shared read-only server: no cancel buttons, no error details, no server paths
     listed = jobs.list_jobs(limit=20)
     if not listed:
         st.caption("No jobs yet: queued and running trainings appear here, live.")
@@ -144,24 +153,25 @@ def job_monitor() -> None:
         with st.container(border=True):
             c1, c2 = st.columns([4, 1])
             name = job.title or f"{DISPLAY_NAMES[job.config['architecture']]} ({job.config['architecture']})"
-            c1.markdown(f"**Job {job.id}** · {name} · `{job.status}`")
+            c1.markdown(f"**Job {job.id}** · `{job.status}`")
+            c1.text(name)  # a user's title: plain text, never Markdown
             if job.status in ("running", "queued"):
                 m = job.last_metrics or {}
                 text = (f"epoch {job.epoch}/{job.epochs}" + (f" · val acc {m['val_accuracy']:.4f}"
                                                               if m.get("val_accuracy") is not None else ""))
                 c1.progress(job.progress, text=text)
-                if c2.button("Cancel", key=f"cancel_{job.id}", disabled=job.cancel_requested):
+                if not visitor and c2.button("Cancel", key=f"cancel_{job.id}", disabled=job.cancel_requested):
                     try:
                         jobs.cancel(job.id)
                     except DigitLabError as e:
-                        st.error(str(e))
+                        show_error(e)
             elif job.status == "failed":
-                c1.error((job.error or "failed").splitlines()[0])
-                if job.error:
+                c1.error(md_escape((job.error or "failed").splitlines()[0]))
+                if job.error and not visitor:
                     with c1.expander("Error details"):
                         st.code(job.error)
             else:
-                c1.caption(f"{job.epoch} epochs · run folder {job.run_dir}")
+                c1.caption(f"{job.epoch} epochs · run folder {md_escape(shown_path(job.run_dir))}")
 
 
 job_monitor()
