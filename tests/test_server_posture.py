@@ -24,7 +24,7 @@ HOSTILE = [
     "&lt;tag&gt; &amp;",
     "![img](http://evil/x.png)",
     "back\\slash\\*",
-    ":red[colour] :smile:",
+    ":red[colour] :smile: :material/home: :blue word",
     "www.evil.com mail@evil.com https://evil.com",
     "scan_01.png",
 ]
@@ -175,7 +175,7 @@ def test_md_escape_renders_back_to_the_same_text(text):
 
 
 def test_md_escape_leaves_ordinary_names_alone():
-    for text in ("scan_01.png", "mydigits/7/scan12.png", "Weights file not found: C:/x/model_v2.h5"):
+    for text in ("scan_01.png", "mydigits/7/scan12.png", "Weights file not found: /data/model_v2.h5 (16:05)"):
         assert md_escape(text) == text
 
 

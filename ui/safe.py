@@ -55,12 +55,16 @@ _ORDERED = re.compile(r"^(\s*\d+)([.)])", re.MULTILINE)
 _BLOCK = re.compile(r"^(\s*)([#>+=-])", re.MULTILINE)
 # `_` emphasises only when not inside a word (file_name.png stays as it is).
 _UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-# GFM autolinks (http://, www., user@host) and entities (&lt;) would turn text into links or other text.
-_AUTOLINK = re.compile(r"(?i)(?<=[a-z])(:)(?=//)|(?<=www)(\.)|(@)|(&)(?=#?\w+;)")
+# Entities (&lt;) would become other characters.
+_ENTITY = re.compile(r"&(?=#?\w+;)")
+# GFM autolinks (http://, www., user@host) and Streamlit's :emoji:, :material/icon: and :color[...] directives
+# are also found in the parsed text, where a backslash no longer counts (checked in a browser): an invisible
+# word joiner (U+2060) after the colon, before the dot of www. and before @ keeps the text and breaks them.
+_BREAK = re.compile(r"(?<=:)(?=[A-Za-z/])|(?i:(?<=www)(?=\.))|(?=@)")
 
 
 def md_escape(text: object) -> str:
-    """`text` as Markdown that Streamlit renders back to exactly these characters."""
+    """`text` as Markdown that Streamlit renders back to these characters (with invisible word joiners)."""
     s = _ALWAYS.sub(r"\\\1", str(text))
     s = _UNDERSCORE.sub(r"\\_", s)
     for ch in "~$":  # strikethrough and math need a pair
@@ -68,10 +72,8 @@ def md_escape(text: object) -> str:
             s = s.replace(ch, "\\" + ch)
     s = _ORDERED.sub(r"\1\\\2", s)
     s = _BLOCK.sub(r"\1\\\2", s)
-    s = _AUTOLINK.sub(lambda m: "\\" + m.group(0), s)
-    # :emoji: and :material/icon: shortcodes: a zero-width joiner keeps the text and stops the lookup
-    s = re.sub(r":(?=[\w/+-]+:)", ":\u2060", s)
-    return s
+    s = _ENTITY.sub(r"\\&", s)
+    return _BREAK.sub("\u2060", s)
 
 
 def show_error(e: BaseException, where=st) -> None:
