@@ -18,8 +18,9 @@ class InvalidOptionError(DigitLabError, ValueError):
     """An option outside its valid values."""
 
     def __init__(self, name: str, value: object, valid: object) -> None:
-        valid_text = ", ".join(map(str, valid)) if not isinstance(valid, str) else valid
-        super().__init__(f"{name} must be one of {valid_text}; got {value!r}.")
+        # A list of values reads "one of a, b, c"; a range is given as text ("an integer from 1 to 1000").
+        valid_text = valid if isinstance(valid, str) else "one of " + ", ".join(map(str, valid))
+        super().__init__(f"{name} must be {valid_text}; got {value!r}.")
         self.name, self.value, self.valid = name, value, valid
 
 

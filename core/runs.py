@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import config
-from core.storage import atomic_write_text as atomic_write
+from core.storage import atomic_write_text as atomic_write, storage_error
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
@@ -50,11 +50,25 @@ def history_to_csv(rows: list[dict]) -> str:
 
 
 def read_history(path: Path) -> list[dict]:
-    """Rows of a history.csv as dicts of floats (None where the value is missing)."""
+    """Rows of a history.csv as dicts of floats (None where the value is missing).
+
+    Raises ValueError naming the row and column of a value that is not a number.
+    """
     if not path.exists():
         return []
+    rows = []
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+        for n, row in enumerate(csv.DictReader(f), start=2):  # line 1 is the header
+            parsed = {}
+            for k, v in row.items():
+                if k is None:  # more cells than the header names
+                    raise ValueError(f"line {n} has more values than the header")
+                try:
+                    parsed[k] = float(v) if v not in ("", None) else None
+                except ValueError:
+                    raise ValueError(f"line {n}, column {k!r}: {v[:20]!r} is not a number") from None
+            rows.append(parsed)
+    return rows
 
 
 class RunWriter:
@@ -75,9 +89,19 @@ class RunWriter:
 
     def update_info(self, **fields) -> None:
         p = self.path / "run.json"
-        info = read_json(p) if p.exists() else {"id": self.id, "kind": "project", "created": _now()}
+        info = {"id": self.id, "kind": "project", "created": _now()}
+        try:
+            info.update(read_json(p) if p.exists() else {})
+        except (OSError, ValueError):
+            pass  # a damaged run.json is replaced by what we know now rather than left unreadable
         info.update(fields)
         write_json(p, info)
+
+    def mark_running(self, **fields) -> None:
+        """status=running with this process' token, so a later reader can tell a killed run from a live one."""
+        from core.process import process_token
+
+        self.update_info(status="running", process=process_token(), **fields)
 
     def append_epoch(self, row: dict) -> None:
         self.history.append(row)
@@ -92,7 +116,32 @@ def _now() -> str:
 
 
 def new_run_id(architecture: str) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{architecture}-{os.getpid() % 10000:04d}"
+    """A readable id: time and architecture (allocate_run_dir makes it unique)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{architecture}"
+
+
+def allocate_run_dir(architecture: str, parent: Path | None = None) -> Path:
+    """Create and return a new, empty run folder of its own.
+
+    `mkdir` without exist_ok is atomic on every file system: of two jobs queued in the same second, by one
+    process or by two, exactly one gets a given name and the other moves on to the next suffix.
+    """
+    parent = Path(parent or user_runs_dir())
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, parent) from None
+    base = new_run_id(architecture)
+    for n in range(1, 10_000):
+        path = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise storage_error(e, parent) from None
+    raise storage_error(OSError(f"no free run folder name for {base}"), parent)
 
 
 def user_runs_dir() -> Path:
@@ -125,6 +174,7 @@ class RunInfo:
     path: str = ""
     has_model: bool = False
     history_file: str = ""
+    problem: str = ""  # why a run is "damaged" (unreadable files) or "interrupted" (its process died)
     extra: dict = field(default_factory=dict)
 
     def history(self) -> list[dict]:
@@ -141,52 +191,114 @@ def _summary(history: list[dict]) -> tuple[float | None, float | None]:
     return (max(vals) if vals else None, sum(secs) / len(secs) if secs else None)
 
 
+def _number(value, name: str) -> float | None:
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"{name} is {value!r}, not a number")
+
+
+def _read_run_files(path: Path) -> tuple[dict, dict, dict]:
+    """run.json, config.json and metrics.json of a run folder; ValueError names the file that is damaged."""
+    out = []
+    for name in ("run.json", "config.json", "metrics.json"):
+        p = path / name
+        if not p.exists():
+            out.append({})
+            continue
+        try:
+            data = read_json(p)
+        except (OSError, ValueError) as e:
+            reason = "empty" if isinstance(e, ValueError) and not p.read_bytes().strip() else "not valid JSON"
+            raise ValueError(f"{name} is {reason}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{name} holds a {type(data).__name__}, not an object")
+        out.append(data)
+    return out[0], out[1], out[2]
+
+
+def damaged_run(path: Path, reason: str, kind: str = "project") -> RunInfo:
+    """A run whose files cannot be read: listed with the reason, never hidden and never fatal."""
+    return RunInfo(id=path.name, kind=kind, architecture="", title=path.name, dataset="", status="damaged",
+                   epochs=0, test_accuracy=None, path=str(path), problem=reason)
+
+
 def load_project_run(path: Path) -> RunInfo | None:
-    """A run folder as RunInfo, or None when the folder is not a run (no run.json)."""
-    info_path = path / "run.json"
-    if not info_path.exists():
+    """A run folder as RunInfo, or None when the folder is not a run (no run.json).
+
+    A folder with a damaged file comes back with status "damaged" and the reason in `problem`; a "running"
+    run whose process is gone comes back "interrupted".
+    """
+    if not (path / "run.json").exists():
         return None
-    info = read_json(info_path)
-    cfg = read_json(path / "config.json") if (path / "config.json").exists() else {}
-    metrics = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
-    history = read_history(path / "history.csv")
+    try:
+        info, cfg, metrics = _read_run_files(path)
+        try:
+            history = read_history(path / "history.csv")
+        except (OSError, ValueError, csv.Error) as e:
+            raise ValueError(f"history.csv: {e}") from None
+        test_accuracy = _number(metrics.get("test_accuracy"), "metrics.json test_accuracy")
+        test_loss = _number(metrics.get("test_loss"), "metrics.json test_loss")
+    except (OSError, ValueError) as e:
+        return damaged_run(path, str(e))
     best_val, per_epoch = _summary(history)
     from core.models import DISPLAY_NAMES
+    from core.process import is_alive
 
-    arch = cfg.get("architecture", "")
+    arch = str(cfg.get("architecture", ""))
+    status, problem = str(info.get("status", "unknown")), ""
+    if status == "running" and is_alive(info.get("process")) is False:
+        status = "interrupted"
+        problem = (f"its process stopped before the run finished (killed, crashed or out of memory); "
+                   f"the {len(history)} epochs it finished are kept")
+    elif status in ("failed", "interrupted"):
+        problem = str(info.get("error", ""))
     return RunInfo(
-        id=info.get("id", path.name), kind="project", architecture=DISPLAY_NAMES.get(arch, arch),
-        title=info.get("title", arch), dataset=info.get("dataset", cfg.get("dataset", "")),
-        status=info.get("status", "unknown"), epochs=len(history),
-        test_accuracy=metrics.get("test_accuracy"), test_loss=metrics.get("test_loss"),
+        id=str(info.get("id", path.name)), kind="project", architecture=DISPLAY_NAMES.get(arch, arch),
+        title=str(info.get("title", arch)), dataset=str(info.get("dataset", cfg.get("dataset", ""))),
+        status=status, epochs=len(history), test_accuracy=test_accuracy, test_loss=test_loss,
         best_val_accuracy=best_val, params=info.get("params"), trainable_params=info.get("trainable_params"),
         seconds_per_epoch=per_epoch, wall_seconds=info.get("wall_seconds"), batch_size=cfg.get("batch_size"),
-        source=info.get("source", "trained by this project"), notes=info.get("notes", ""),
-        weights=str(cfg.get("weights", "")), device=info.get("device", ""), path=str(path),
-        has_model=(path / "model.keras").exists(), history_file=str(path / "history.csv"),
+        source=str(info.get("source", "trained by this project")), notes=str(info.get("notes", "")),
+        weights=str(cfg.get("weights", "")), device=str(info.get("device", "")), path=str(path),
+        has_model=(path / "model.keras").exists(), history_file=str(path / "history.csv"), problem=problem,
         extra={"config": cfg, "metrics": metrics, "info": info},
     )
 
 
 def load_reference_runs(folder: Path | None = None) -> list[RunInfo]:
-    """The published runs (runs.json + one history CSV each), marked kind='reference'."""
+    """The published runs (runs.json + one history CSV each), marked kind='reference'.
+
+    A damaged index or history file is listed as a damaged run with the reason, never raised.
+    """
     folder = Path(folder or config.REFERENCE_RUNS_DIR)
     index = folder / "runs.json"
     if not index.exists():
         return []
+    try:
+        entries = json.loads(index.read_text(encoding="utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError("runs.json is not a list of runs")
+    except (OSError, ValueError) as e:
+        return [damaged_run(index, f"runs.json: {e}", kind="reference")]
     runs = []
-    for r in json.loads(index.read_text(encoding="utf-8")):
-        hist_file = folder / r["history_csv"]
-        history = read_history(hist_file)
-        best_val, per_epoch = _summary(history)
-        runs.append(RunInfo(
-            id=r["id"], kind="reference", architecture=r["architecture"], title=r["title"], dataset=r["dataset"],
-            status="published", epochs=int(r.get("epochs_logged") or len(history)),
-            test_accuracy=r.get("test_accuracy"), test_loss=r.get("test_loss"), best_val_accuracy=best_val,
-            params=r.get("params"), trainable_params=r.get("trainable_params"), seconds_per_epoch=per_epoch,
-            batch_size=r.get("batch_size"), source=r.get("source", ""), notes=r.get("notes", ""),
-            path=str(folder), history_file=str(hist_file),
-        ))
+    for k, r in enumerate(entries):
+        try:
+            hist_file = folder / r["history_csv"]
+            history = read_history(hist_file)
+            best_val, per_epoch = _summary(history)
+            runs.append(RunInfo(
+                id=r["id"], kind="reference", architecture=r["architecture"], title=r["title"],
+                dataset=r["dataset"], status="published", epochs=int(r.get("epochs_logged") or len(history)),
+                test_accuracy=_number(r.get("test_accuracy"), "test_accuracy"),
+                test_loss=_number(r.get("test_loss"), "test_loss"), best_val_accuracy=best_val,
+                params=r.get("params"), trainable_params=r.get("trainable_params"), seconds_per_epoch=per_epoch,
+                batch_size=r.get("batch_size"), source=r.get("source", ""), notes=r.get("notes", ""),
+                path=str(folder), history_file=str(hist_file),
+            ))
+        except (OSError, ValueError, KeyError, TypeError, csv.Error) as e:
+            name = r.get("id") if isinstance(r, dict) and r.get("id") else f"entry {k + 1}"
+            bad = damaged_run(folder / str(name), f"runs.json {name}: {type(e).__name__}: {e}", kind="reference")
+            runs.append(bad)
     return runs
 
 
@@ -196,10 +308,13 @@ def list_runs(include_reference: bool = True, user_dir: Path | None = None) -> l
     if (r := load_project_run(config.REUSED_MODEL_DIR)) is not None:
         runs.append(r)
     for folder in (config.SHIPPED_RUNS_DIR, Path(user_dir or user_runs_dir())):
-        if folder.is_dir():
-            for p in sorted(folder.iterdir()):
-                if p.is_dir() and (r := load_project_run(p)) is not None:
-                    runs.append(r)
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        except OSError:
+            children = []  # an unreadable run store lists nothing rather than breaking every page
+        for p in children:
+            if (r := load_project_run(p)) is not None:
+                runs.append(r)
     if include_reference:
         runs += load_reference_runs()
     return runs

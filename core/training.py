@@ -14,9 +14,10 @@ from typing import Callable
 import numpy as np
 
 from core import datasets
-from core.errors import InvalidOptionError
+from core.errors import DigitLabError, InvalidOptionError
 from core.models import ARCHITECTURES, DISPLAY_NAMES, to_model_input
 from core.runs import RunWriter
+from core.storage import atomic_output
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 #: The reused CNN's targets on the official MNIST test set, by training set (issue: foundation).
@@ -53,12 +54,18 @@ class RunConfig:
             raise InvalidOptionError("dataset", self.dataset, datasets.TRAINING_SETS)
         if self.optimizer not in OPTIMIZERS:
             raise InvalidOptionError("optimizer", self.optimizer, OPTIMIZERS)
-        if self.epochs < 1:
-            raise InvalidOptionError("epochs", self.epochs, "integers >= 1")
-        if self.elastic_copies < 0:
-            raise InvalidOptionError("elastic_copies", self.elastic_copies, "integers >= 0")
-        if self.architecture in ("vgg16", "mobilenetv2") and not 32 <= self.input_size <= 96:
-            raise InvalidOptionError("input_size", self.input_size, "32..96 for transfer models")
+        for name, (lo, hi) in limits(self.architecture).items():
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL:
+                continue
+            _check_range(name, value, lo, hi, float if name in FLOAT_OPTIONS else int, optional=name in OPTIONAL)
+        if self.weights is None:
+            self.weights = "none"
+        if not self.is_transfer and self.weights != "none":
+            raise InvalidOptionError("weights", self.weights, f"'none' for {self.architecture} (only VGG16 and "
+                                     "MobileNetV2 take pretrained weights)")
+        if not isinstance(self.weights, str) or not self.weights.strip():
+            raise InvalidOptionError("weights", self.weights, "'imagenet', 'none' or the path of a .h5 file")
 
     @classmethod
     def preset(cls, architecture: str, **overrides) -> "RunConfig":
@@ -88,6 +95,48 @@ class RunConfig:
     def fine_tunes(self) -> bool:
         """Head first, then the last layers: only for a pretrained backbone (from scratch, all of it learns)."""
         return self.pretrained and self.fine_tune_layers > 0 and self.fine_tune_epochs > 0
+
+
+#: Valid ranges of every numeric option (inclusive), shared by RunConfig, the CLI and the launch form.
+LIMITS = {
+    "epochs": (1, 1000),
+    "batch_size": (1, 4096),
+    "learning_rate": (1e-7, 1.0),
+    "fine_tune_learning_rate": (1e-8, 1.0),
+    "elastic_copies": (0, 20),
+    "early_stopping": (1, 100),  # or None: off
+    # A stratified split of the training images needs at least two per class (one each side of the split).
+    "max_samples": (20, 60_000),  # or None: all
+    "fine_tune_epochs": (0, 1000),
+    "validation_fraction": (0.05, 0.5),
+    "random_state": (0, 2**32 - 1),
+}
+#: Input sizes per architecture: the digit models take MNIST's 28x28; ImageNet backbones need at least 32 px.
+INPUT_SIZES = {"mlp": (28, 28), "cnn": (28, 28), "cnn-deep": (28, 28), "vgg16": (32, 96), "mobilenetv2": (32, 96)}
+#: Layers in each backbone without its classifier (keras.applications, checked by a test): the most that
+#: fine-tuning can unfreeze. 0 for architectures without a backbone.
+BACKBONE_LAYERS = {"vgg16": 19, "mobilenetv2": 155}
+OPTIONAL = ("early_stopping", "max_samples")
+FLOAT_OPTIONS = ("learning_rate", "fine_tune_learning_rate", "validation_fraction")
+
+
+def limits(architecture: str) -> dict[str, tuple[float, float]]:
+    """Every numeric option's valid (low, high) range for an architecture."""
+    return {**LIMITS, "input_size": INPUT_SIZES[architecture],
+            "fine_tune_layers": (0, BACKBONE_LAYERS.get(architecture, 0))}
+
+
+def _check_range(name: str, value, lo, hi, kind: type, optional: bool = False) -> None:
+    """Raise InvalidOptionError naming the valid range unless lo <= value <= hi (and an integer for ints)."""
+    if kind is int:
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi
+        valid = f"{lo}" if lo == hi else f"an integer from {lo:,} to {hi:,}".replace(",", "")
+    else:
+        ok = (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+              and np.isfinite(value) and lo <= value <= hi)
+        valid = f"a number from {lo:g} to {hi:g}"
+    if not ok:
+        raise InvalidOptionError(name, value, valid + (" (or none)" if optional else ""))
 
 
 #: Per-architecture defaults: small digits need few epochs; transfer backbones need >= 32 px and a low rate
@@ -166,14 +215,20 @@ def cached_features(feature_model, cfg: RunConfig, x: np.ndarray, batch_size: in
         h.update(part if isinstance(part, bytes) else str(part).encode())
     path = config.data_home() / "cache" / "features" / f"{h.hexdigest()[:20]}.npy"
     if path.exists():
-        return np.load(path), True
+        try:
+            return np.load(path), True
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is computed again and replaced
     from core.models import Predictor
 
     feats = Predictor(feature_model).outputs(x, batch_size=batch_size)  # a traced call: 3x faster than predict
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, feats)
-    tmp.replace(path)
+    try:
+        with atomic_output(path) as tmp:
+            np.save(tmp, feats)
+    except DigitLabError as e:  # a cache that cannot be written never fails the run it serves
+        import warnings
+
+        warnings.warn(f"The feature cache was not saved ({e}); the next run computes the features again.")
     return feats, False
 
 
@@ -320,13 +375,35 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
     """Train one run into `run_dir` and return its run.json fields (metrics included).
 
     Writes config.json first, history.csv after every epoch, then metrics.json and model.keras; run.json's
-    status goes running -> done (or cancelled). Raises DigitLabError subclasses for bad configurations.
+    status goes running -> done (or cancelled); a failure or Ctrl-C leaves it failed or interrupted, with the
+    reason. Raises DigitLabError subclasses for bad configurations and for files that cannot be written.
     """
+    writer = RunWriter(Path(run_dir))
+    writer.write_config(cfg.to_dict())
+    writer.mark_running(title=title or f"{DISPLAY_NAMES[cfg.architecture]} ({cfg.architecture}) on {cfg.dataset}",
+                        dataset=cfg.dataset)
+    try:
+        return _train(cfg, writer, on_epoch, should_stop)
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, which the CLI turns into it): say so now, not on next read
+        _mark_stopped(writer, "interrupted", "stopped by the user (Ctrl-C) before the run finished; the "
+                      f"{len(writer.history)} epochs it finished are kept")
+        raise
+    except Exception as e:
+        _mark_stopped(writer, "failed", str(e) if isinstance(e, DigitLabError) else f"{type(e).__name__}: {e}")
+        raise
+
+
+def _mark_stopped(writer: RunWriter, status: str, error: str) -> None:
+    try:
+        writer.update_info(status=status, error=error, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    except DigitLabError:
+        pass  # the disk may be what failed; the caller reports the original error
+
+
+def _train(cfg: RunConfig, writer: RunWriter, on_epoch, should_stop) -> dict:
     import keras
     import tensorflow as tf
 
-    writer = RunWriter(Path(run_dir))
-    writer.write_config(cfg.to_dict())
     keras.utils.set_random_seed(cfg.random_state)
     gpus = tf.config.list_physical_devices("GPU")
     # On a GPU the big backbones run in float16 with float32 weights (the output layer stays float32); on a
@@ -354,8 +431,7 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
     else:
         fit_model, fit_x, fit_vx = model, x_tr, x_va
     writer.update_info(
-        status="running", title=title or f"{DISPLAY_NAMES[cfg.architecture]} ({cfg.architecture}) on {cfg.dataset}",
-        dataset=cfg.dataset, device=device_name(), versions=library_versions(), params=total,
+        device=device_name(), versions=library_versions(), params=total,
         trainable_params=trainable, weights=cfg.weights, feature_cache=feature_cache,
         data={"train": {"n": len(train_ds), "provenance": train_ds.provenance},
               "validation": {"n": len(val_ds), "provenance": val_ds.provenance},
@@ -397,7 +473,8 @@ def train(cfg: RunConfig, run_dir: str | Path, on_epoch: Callable[[dict], None] 
         metrics["target_accuracy"] = CNN_TARGETS[cfg.dataset]
         metrics["target_met"] = metrics["test_accuracy"] >= CNN_TARGETS[cfg.dataset]
     writer.write_metrics(metrics)
-    inference_copy(model).save(writer.path / "model.keras")
+    with atomic_output(writer.path / "model.keras") as tmp:  # a full disk leaves no truncated model file
+        inference_copy(model).save(tmp)
     wall = round(time.time() - started, 2)
     size_mb = (writer.path / "model.keras").stat().st_size / 2**20
     writer.update_info(status="cancelled" if cancelled else "done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

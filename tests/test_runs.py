@@ -1,9 +1,10 @@
+import errno
 import json
 
 import pytest
 
-from core import runs
-from core.errors import DigitLabError
+from core import runs, storage
+from core.errors import DigitLabError, StorageError
 
 
 def test_reference_runs_load_with_histories_and_sources():
@@ -28,10 +29,10 @@ def test_atomic_write_failure_keeps_the_previous_version(tmp_path, monkeypatch):
     runs.atomic_write(target, "good")
 
     def boom(*a):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs.os, "replace", boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(storage.os, "replace", boom)
+    with pytest.raises(StorageError, match=f"Could not write in {tmp_path}: no space left on device"):
         runs.atomic_write(target, "half")
     assert target.read_text() == "good" and len(list(tmp_path.iterdir())) == 1
 

@@ -102,8 +102,8 @@ def test_fine_tuning_unfreezes_the_last_layers(offline, tmp_path, mobilenet_weig
     ({"architecture": "resnet"}, "mlp, cnn, cnn-deep, vgg16, mobilenetv2"),
     ({"dataset": "cifar"}, "mnist-subset, mnist-full"),
     ({"optimizer": "lbfgs"}, "adam, sgd, rmsprop"),
-    ({"architecture": "vgg16", "input_size": 28}, "32..96"),
-    ({"epochs": 0}, ">= 1"),
+    ({"architecture": "vgg16", "input_size": 28}, "input_size must be an integer from 32 to 96; got 28"),
+    ({"epochs": 0}, "epochs must be an integer from 1 to 1000; got 0"),
 ])
 def test_bad_configurations_name_the_valid_values(bad, message):
     with pytest.raises(InvalidOptionError, match=message):
