@@ -11,7 +11,7 @@ from core.config import read_only
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES, DISPLAY_NAMES
 from core.runs import HISTORY_COLUMNS, list_runs
-from core.training import RunConfig
+from core.training import RunConfig, limits
 from ui.nav import ensure_app_navigation
 from ui.safe import guarded, md_escape, read_only_note, show_error, shown_path
 
@@ -26,12 +26,15 @@ table = pd.DataFrame([{
     "id": r.id, "kind": r.kind, "architecture": r.architecture, "dataset": r.dataset,
     "test acc": r.test_accuracy, "best val acc": r.best_val_accuracy, "params": r.params,
     "trainable params": r.trainable_params, "epochs": r.epochs, "s / epoch": r.seconds_per_epoch,
-    "title": r.title, "status": r.status, "weights": shown_path(r.weights or ""), "device": r.device,
+    "title": r.title, "status": r.status, "problem": r.problem, "weights": shown_path(r.weights or ""), "device": r.device,
     "source": r.source,
     "model file": "here" if r.has_model else r.extra.get("info", {}).get("model_note", "published figures only"),
 } for r in runs.values()])
 
 st.subheader("Runs")
+troubled = [r for r in runs.values() if r.status in ("damaged", "interrupted")]
+if troubled:  # one bad run folder is listed with its reason; it never hides the others
+    st.warning("\n".join(f"- **{md_escape(r.id)}** is {r.status}: {md_escape(r.problem)}" for r in troubled))
 st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
@@ -101,24 +104,29 @@ else:
                         format_func=lambda a: {"cnn": "CNN (simple convnet, the reused model)",
                                                "cnn-deep": "CNN (Conv-BN-Dropout)"}.get(a, DISPLAY_NAMES[a]))
     preset = RunConfig.preset(arch)
+    lim = limits(arch)  # the same ranges RunConfig checks: the form cannot offer what a run would refuse
     with st.form("launch"):
         a, b, c = st.columns(3)
-        epochs = a.number_input("Epochs", 1, 200, preset.epochs)
-        batch = b.number_input("Batch size", 8, 1024, preset.batch_size)
-        lr = c.number_input("Learning rate", 1e-6, 1.0, preset.learning_rate, format="%.6f")
+        epochs = a.number_input("Epochs", *lim["epochs"], preset.epochs)
+        batch = b.number_input("Batch size", *lim["batch_size"], preset.batch_size)
+        lr = c.number_input("Learning rate", *lim["learning_rate"], preset.learning_rate, format="%.6f")
         a, b, c = st.columns(3)
-        max_samples = a.number_input("Training images (0 = all 4,500)", 0, 60000, 0, step=500)
+        max_samples = a.number_input(f"Training images (0 = all 4,500; else at least {lim['max_samples'][0]})",
+                                     0, lim["max_samples"][1], 0, step=500)
         augment = b.checkbox("Augmentation", preset.augment,
                              help="Rotation, shear, shift, zoom, stroke width and resolution jitter.")
-        elastic = b.number_input("Elastic copies per image (with augmentation)", 0, 10, preset.elastic_copies)
-        patience = c.number_input("Early stopping patience (0 = off)", 0, 50, preset.early_stopping or 0)
+        elastic = b.number_input("Elastic copies per image (with augmentation)", *lim["elastic_copies"],
+                                 preset.elastic_copies)
+        patience = c.number_input("Early stopping patience (0 = off)", 0, lim["early_stopping"][1],
+                                  preset.early_stopping or 0)
         if preset.is_transfer:
             a, b, c = st.columns(3)
-            input_size = a.slider("Input size", 32, 96, preset.input_size, 8)
+            input_size = a.slider("Input size", *lim["input_size"], preset.input_size, 8)
             weights = b.text_input("Weights: imagenet, none, or a .h5 file path", preset.weights)
-            fine_tune = c.number_input("Fine-tune the last N layers (0 = head only)", 0, 200,
+            fine_tune = c.number_input("Fine-tune the last N layers (0 = head only)", *lim["fine_tune_layers"],
                                        preset.fine_tune_layers)
-            fine_tune_epochs = c.number_input("Fine-tuning epochs", 0, 50, preset.fine_tune_epochs)
+            fine_tune_epochs = c.number_input("Fine-tuning epochs", *lim["fine_tune_epochs"],
+                                              preset.fine_tune_epochs)
         title = st.text_input("Title (optional)")
         submitted = st.form_submit_button("Queue training", type="primary")
     if submitted:
@@ -145,7 +153,10 @@ else:
 def job_monitor() -> None:
     st.subheader("Jobs")
     visitor = read_only()  # a shared read-only server: no cancel buttons, no error details, no server paths
-    listed = jobs.list_jobs(limit=20)
+    listed = jobs.list_jobs(limit=20, start_worker=True)  # queued jobs never wait for a worker that died
+    for aside in jobs.set_aside_databases()[:1]:
+        st.warning(f"The job database was damaged and was set aside as {md_escape(shown_path(str(aside)))} "
+                   "(kept, not deleted); a fresh queue was started. Delete that file when you no longer need it.")
     if not listed:
         st.caption("No jobs yet: queued and running trainings appear here, live.")
         return
@@ -153,13 +164,15 @@ def job_monitor() -> None:
         with st.container(border=True):
             c1, c2 = st.columns([4, 1])
             name = job.title or f"{DISPLAY_NAMES[job.config['architecture']]} ({job.config['architecture']})"
-            c1.markdown(f"**Job {job.id}** · `{job.status}`")
+            c1.markdown(f"**Job {job.id}** · `{job.shown_status}`")
             c1.text(name)  # a user's title: plain text, never Markdown
             if job.status in ("running", "queued"):
                 m = job.last_metrics or {}
                 text = (f"epoch {job.epoch}/{job.epochs}" + (f" · val acc {m['val_accuracy']:.4f}"
                                                               if m.get("val_accuracy") is not None else ""))
                 c1.progress(job.progress, text=text)
+                if job.shown_status == "cancelling":
+                    c1.caption("Cancelling: the run stops after its current epoch; the epochs so far are kept.")
                 if not visitor and c2.button("Cancel", key=f"cancel_{job.id}", disabled=job.cancel_requested):
                     try:
                         jobs.cancel(job.id)
@@ -171,7 +184,8 @@ def job_monitor() -> None:
                     with c1.expander("Error details"):
                         st.code(job.error)
             else:
-                c1.caption(f"{job.epoch} epochs · run folder {md_escape(shown_path(job.run_dir))}")
+                c1.caption(f"{job.epoch} epochs · run folder {md_escape(shown_path(job.run_dir))}" if job.run_dir
+                           else "Cancelled before it started: no run was created.")
 
 
 job_monitor()

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -346,3 +347,52 @@ def test_an_unexpected_error_prints_one_line_and_logs_the_traceback(monkeypatch,
 def test_job_errors_are_plain(monkeypatch):
     with pytest.raises(JobError, match="No job with id 5"):
         jobs.cancel(5)
+
+
+# --- the pages show faults as messages, never as exceptions -------------------------------------------------
+
+def test_training_page_lists_damaged_and_interrupted_runs_and_the_set_aside_queue():
+    from streamlit.testing.v1 import AppTest
+
+    user = runs.user_runs_dir()
+    make_run(user / "a-good")
+    (make_run(user / "b-bad") / "metrics.json").write_text("{")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = runs.RunWriter(make_run(user / "c-killed"))
+    killed.update_info(status="running", process={"pid": dead.pid, "host": socket.gethostname()})
+    jobs.jobs_dir().mkdir(parents=True)
+    jobs._db_path().write_bytes(b"garbage" * 50)
+    at = AppTest.from_file("../pages/training.py", default_timeout=120).run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("id")
+    assert table.loc["a-good", "status"] == "done"
+    assert table.loc["b-bad", "status"] == "damaged" and "metrics.json" in table.loc["b-bad", "problem"]
+    assert table.loc["c-killed", "status"] == "interrupted"
+    warnings = " ".join(w.value for w in at.warning)
+    assert "b-bad" in warnings and "c-killed" in warnings and "set aside as" in warnings
+
+
+def test_training_page_shows_a_pending_cancel_as_cancelling():
+    from streamlit.testing.v1 import AppTest
+
+    job = jobs.submit(tiny(), start_worker=False)
+    with jobs._connect() as con:
+        con.execute("UPDATE jobs SET status='running', pid=?, cancel_requested=1 WHERE id=?", (os.getpid(), job.id))
+    at = AppTest.from_file("../pages/training.py", default_timeout=120).run()
+    assert not at.exception
+    assert any("cancelling" in m.value for m in at.markdown)
+    assert at.button(key=f"cancel_{job.id}").disabled
+
+
+def test_draw_page_compares_models_beside_a_damaged_run():
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import canvas
+    from tests.test_pages import _upload, png
+
+    (make_run(runs.user_runs_dir() / "bad") / "run.json").write_text("")
+    at = AppTest.from_file("../pages/draw.py", default_timeout=120).run()
+    _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    at.toggle(key="others").set_value(True).run()
+    assert not at.exception and len(at.dataframe[-1].value) >= 3
