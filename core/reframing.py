@@ -58,11 +58,11 @@ class Reframed:
         return None if self.blank else self.stages[-1].image
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """Any digit image (gray, RGB or RGBA; bool, integer or float) as a float32 gray image in [0, 1].
+def check_image(image: np.ndarray) -> np.ndarray:
+    """The image as an array of a shape and size every method accepts, or InvalidImageError saying why not.
 
-    RGBA with a varying alpha (a drawing on a transparent background) is composited over a background
-    that contrasts with the ink, so transparent-with-dark-ink and transparent-with-light-ink both work.
+    Gray (HxW or HxWx1), RGB or RGBA, each side from MIN_SIDE to MAX_SIDE pixels. Image decoding ends with
+    this check too, so a file that was read can always be reframed.
     """
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -76,6 +76,16 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         raise InvalidImageError(
             f"An image must be between {MIN_SIDE}x{MIN_SIDE} and {MAX_SIDE}x{MAX_SIDE} pixels; got {w}x{h}."
         )
+    return a
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Any digit image (gray, RGB or RGBA; bool, integer or float) as a float32 gray image in [0, 1].
+
+    RGBA with a varying alpha (a drawing on a transparent background) is composited over a background
+    that contrasts with the ink, so transparent-with-dark-ink and transparent-with-light-ink both work.
+    """
+    a = check_image(image)
     if a.dtype == np.uint8 and a.ndim == 3:
         # The common case (canvas, photos): convert colour on uint8, 4x less memory traffic than float.
         code = cv2.COLOR_RGBA2GRAY if a.shape[2] == 4 else cv2.COLOR_RGB2GRAY

@@ -1,0 +1,395 @@
+"""Bad input and faults: every odd file, archive or disk fault gets a plain message, and costs only itself.
+
+The corpus is built here, in tmp_path, from tiny literal data. Each case checks the message (clear, no
+traceback), that the rest of the work goes on, that nothing is written outside the data folder, and that no
+collected digit is changed. A few CLI runs (each pays TensorFlow's import) check exit statuses and JSON.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import datasets, evaluation, storage
+from core.datasets import Dataset
+from core.errors import DatasetError, InvalidImageError, StorageError
+from core.images import MAX_SIDE, decode_image, read_image
+from core.reframing import METHODS, reframe
+from tests.conftest import ROOT
+
+# --- the corpus: tiny literal images and files ---------------------------------------------------------
+
+
+def png(img: np.ndarray) -> bytes:
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def digit(column: int = 8) -> np.ndarray:
+    """A 20x20 scan of a dark vertical stroke on white paper (a "1"), its column chosen by the caller."""
+    img = np.full((20, 20), 255, np.uint8)
+    img[3:17, column:column + 4] = 0
+    return img
+
+
+GOOD = png(digit())
+
+
+def pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def float_tiff(lo: float = 0.0, hi: float = 1000.0, nan: bool = False) -> bytes:
+    """A 32-bit float TIFF (as scientific scanners write): a bright stroke of `hi` on a background of `lo`."""
+    a = np.full((24, 24), lo, np.float32)
+    a[4:20, 10:14] = hi
+    if nan:
+        a[0, 0] = np.nan
+    return pil_bytes(Image.fromarray(a, "F"), "TIFF")
+
+
+@functools.cache  # built once per session: Pillow takes most of a second to write it
+def strip_png() -> bytes:
+    """1,000,000 x 100 pixels (100 million, within the pixel limit): a 12 kB PNG that OpenCV shrank to 0 rows."""
+    return pil_bytes(Image.new("1", (1_000_000, 100), 1), "PNG")
+
+
+@functools.cache
+def bad_images() -> dict[str, tuple[bytes, str]]:
+    """file name -> (bytes, what the message must say): every kind of image file that must be refused."""
+    half = png(np.full((64, 64), 255, np.uint8))
+    return {
+        "empty.png": (b"", "empty"),
+        "text.png": (b"hello, I am a text file", "not an image"),
+        "truncated.png": (half[: len(half) // 2], "corrupt|could not be decoded"),
+        "bomb.png": (pil_bytes(Image.new("1", (20000, 20000)), "PNG"), "too large"),
+        "strip.png": (strip_png(), "too elongated"),
+        "gif.png": (pil_bytes(Image.new("L", (20, 20)), "GIF"), "GIF images are not supported"),
+        "tiny.png": (png(np.zeros((4, 4), np.uint8)), "smaller than 8x8"),
+        "nan.tiff": (float_tiff(nan=True), "NaN or infinite"),
+    }
+
+
+def assert_plain(message: str) -> None:
+    assert message and "Traceback" not in message and "cv2.error" not in message and "OpenCV(" not in message
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """The test's data folder, with one collected digit already in it (it must never change)."""
+    home = Path(os.environ["DIGITLAB_HOME"])
+    (home / "collected" / "3").mkdir(parents=True)
+    (home / "collected" / "3" / "kept.png").write_bytes(GOOD)
+    return home
+
+
+@pytest.fixture
+def system_tmp(tmp_path, monkeypatch) -> Path:
+    """Python's temporary folder, moved into tmp_path so a test can see what was left there."""
+    folder = tmp_path / "system-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def assert_collected_unchanged(home: Path) -> None:
+    assert snapshot(home / "collected") == {"3/kept.png": GOOD}
+
+
+class FakePredictor:
+    """Says the digit whose band of columns holds the most ink: evaluate() without TensorFlow."""
+
+    def predict_proba(self, X):
+        X = np.asarray(X).reshape(-1, 28, 28)
+        bands = np.stack([X[:, :, 4 + 2 * d: 6 + 2 * d].sum(axis=(1, 2)) for d in range(10)], 1)
+        e = np.exp(bands - bands.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+
+# --- one image ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(bad_images()))
+def test_each_bad_image_gets_a_clear_error_naming_it(name):
+    data, expected = bad_images()[name]
+    with pytest.raises(InvalidImageError, match=expected) as e:
+        decode_image(data, name)
+    assert str(e.value).startswith(f"{name}: ")
+    assert_plain(str(e.value))
+
+
+def test_elongated_image_names_the_limit():
+    with pytest.raises(InvalidImageError) as e:
+        decode_image(strip_png(), "strip.png")
+    assert "1000000x100" in str(e.value) and "512:1" in str(e.value)
+
+
+@pytest.mark.parametrize("shape", [(9, 4100), (100, 40000), (4100, 9)])
+def test_elongated_images_within_the_limit_decode_and_reframe(shape):
+    # the reduced decode (1/2 .. 1/8) and the shrink to 4096 px must never leave a side under 8 px
+    img = np.full(shape, 255, np.uint8)
+    h, w = shape
+    img[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 0
+    out = decode_image(png(img), "long.png")
+    assert MAX_SIDE >= max(out.shape[:2]) and min(out.shape[:2]) >= 8
+    assert (out.shape[0] > out.shape[1]) == (h > w)
+    for method in METHODS:
+        assert reframe(out, method).image.shape == (28, 28)
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 1000.0), (0.0, 1.0), (-5.0, 3.0), (0.0, 255.0)])
+def test_float_tiff_is_normalised_to_8_bits(lo, hi):
+    out = decode_image(float_tiff(lo, hi), "float.tiff")
+    assert out.dtype == np.uint8
+    assert out[0, 0] == 0 and out[10, 11] == 255  # background and stroke keep their order, full range
+    assert reframe(out, "paper").image is not None
+
+
+def test_signed_16_bit_tiff_is_normalised():
+    a = np.full((24, 24), -300, np.int16)
+    a[4:20, 10:14] = 2000
+    out = decode_image(cv2.imencode(".tiff", a)[1].tobytes(), "signed.tiff")
+    assert out.dtype == np.uint8 and out[0, 0] == 0 and out[10, 11] == 255
+
+
+def _marked(h: int = 40, w: int = 20) -> np.ndarray:
+    """A tall gray image with a white mark in its top-left corner, to follow through a rotation."""
+    a = np.zeros((h, w), np.uint8)
+    a[:6, :6] = 255
+    return a
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def _corner(a: np.ndarray) -> str:
+    """Which corner holds the mark."""
+    g = a if a.ndim == 2 else a[..., 0]
+    h, w = g.shape
+    corners = {"top-left": g[:3, :3], "top-right": g[:3, w - 3:], "bottom-left": g[h - 3:, :3],
+               "bottom-right": g[h - 3:, w - 3:]}
+    return max(corners, key=lambda k: corners[k].mean())
+
+
+@pytest.mark.parametrize("orientation, shape, corner", [
+    (1, (40, 20), "top-left"),
+    (6, (20, 40), "top-right"),  # the phone was turned: the picture is shown rotated 90 degrees clockwise
+    (8, (20, 40), "bottom-left"),  # rotated 90 degrees counter-clockwise
+    (3, (40, 20), "bottom-right"),
+])
+def test_exif_orientation_of_a_phone_photo_is_applied(orientation, shape, corner):
+    data = pil_bytes(Image.fromarray(_marked()), "JPEG", exif=_exif(orientation), quality=95)
+    out = decode_image(data, "photo.jpg")
+    assert out.shape[:2] == shape and _corner(out) == corner
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_exif_orientation_matches_pillow_for_every_format(fmt, orientation):
+    from PIL import ImageOps
+
+    im = Image.fromarray(_marked())
+    data = pil_bytes(im, fmt, exif=_exif(orientation))
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    out = decode_image(data, f"x.{fmt.lower()}")
+    assert out.shape == expected.shape and (out == expected).all()
+
+
+def test_exif_orientation_with_the_reduced_decode_of_a_huge_photo():
+    a = np.full((300, 6000), 255, np.uint8)
+    a[:60, :60] = 0  # a dark mark in the top-left corner of a wide photo
+    data = pil_bytes(Image.fromarray(a), "JPEG", exif=_exif(6))
+    out = decode_image(data, "huge.jpg")
+    assert out.shape[0] > out.shape[1] and max(out.shape[:2]) <= MAX_SIDE  # tall now, and shrunk
+    g = out if out.ndim == 2 else out[..., 0]
+    assert g[:20, -20:].mean() < 60 and g[-20:, :20].mean() > 200  # the mark went to the top-right
+
+
+def test_too_long_file_name_is_a_clear_error(tmp_path):
+    with pytest.raises(InvalidImageError, match="too long for the file system") as e:
+        read_image(tmp_path / ("a" * 300 + ".png"))
+    assert_plain(str(e.value))
+
+
+def test_a_folder_given_as_an_image(tmp_path):
+    with pytest.raises(InvalidImageError, match="not a file"):
+        read_image(tmp_path)
+
+
+# --- a folder of images: one bad file costs only itself -------------------------------------------------
+
+
+def _deep_folder(base: Path) -> tuple[str, str]:
+    """Folders nested so deep that paths inside them are longer than the file system allows (4,095 bytes):
+    one file there cannot be opened and one folder there cannot be listed. -> (that file, that folder)."""
+    fd = os.open(base, os.O_RDONLY)
+    path, part = base, "d" * 200
+    try:
+        while len(str(path)) <= 3840:  # stop where a 255-character name makes the path too long
+            os.mkdir(part, dir_fd=fd)
+            new = os.open(part, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, path = new, path / part
+        long_file, long_dir = "x" * 251 + ".png", "s" * 250
+        with open(os.open(long_file, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(GOOD)
+        os.mkdir(long_dir, dir_fd=fd)
+        inner = os.open(long_dir, os.O_RDONLY, dir_fd=fd)
+        with open(os.open("y.png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=inner), "wb") as f:
+            f.write(GOOD)
+        os.close(inner)
+    finally:
+        os.close(fd)
+    assert len(str(path)) <= 4095 < len(str(path / long_file))
+    rel = path.relative_to(base.parent)
+    return str(rel / long_file), str(rel / long_dir)
+
+
+def make_folder(root: Path) -> dict[str, str]:
+    """Good images in every class folder plus every kind of bad file; returns bad file -> expected reason."""
+    for d in range(10):
+        (root / "digits" / str(d)).mkdir(parents=True)
+        (root / "digits" / str(d) / "good.png").write_bytes(png(digit(d % 8 + 2)))
+    expected = {}
+    for name, (data, reason) in bad_images().items():
+        (root / "digits" / "7" / name).write_bytes(data)
+        expected[f"7/{name}"] = reason
+    (root / "digits" / "4" / "float.tiff").write_bytes(float_tiff())  # read, normalised and evaluated
+    (root / "digits" / "²").mkdir()
+    (root / "digits" / "²" / "x.png").write_bytes(GOOD)
+    expected["²/x.png"] = "not inside a folder named 0..9"
+    (root / "digits" / "5" / "link.png").symlink_to(root / "digits" / "5" / "good.png")
+    expected["5/link.png"] = "a link, not followed"
+    (root / "digits" / "1" / "notes.txt").write_text("hello")
+    expected["1/notes.txt"] = "not a PNG/JPEG/BMP/TIFF"
+    long_file, long_dir = _deep_folder(root / "digits" / "2")
+    expected[long_file] = expected[long_dir] = "too long for the file system"
+    return expected
+
+
+def _fake_model(tmp_path: Path) -> Path:
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"pretend model")
+    return model
+
+
+# --- zip archives ------------------------------------------------------------------------------------------
+
+
+def _patch(data: bytearray, member: str, **fields) -> None:
+    """Rewrite fields of one member in both its local header and the central directory (a damaged or forged zip)."""
+    local = {"flags": (6, "<H"), "crc": (14, "<I"), "size": (22, "<I")}
+    central = {"flags": (8, "<H"), "crc": (16, "<I"), "size": (24, "<I")}
+    name = member.encode()
+    for sig, table in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        name_at = 30 if sig == b"PK\x03\x04" else 46
+        pos = data.find(sig)
+        while pos >= 0:
+            nlen_at = 26 if sig == b"PK\x03\x04" else 28
+            (nlen,) = struct.unpack_from("<H", data, pos + nlen_at)
+            if bytes(data[pos + name_at: pos + name_at + nlen]) == name:
+                for key, value in fields.items():
+                    off, fmt = table[key]
+                    struct.pack_into(fmt, data, pos + off, value)
+            pos = data.find(sig, pos + 4)
+
+
+def make_zip(entries, damage: dict[str, dict] | None = None, compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=compression) as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    data = bytearray(buf.getvalue())
+    for member, fields in (damage or {}).items():
+        info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo(member)
+        fields = {k: (v(info) if callable(v) else v) for k, v in fields.items()}
+        _patch(data, member, **fields)
+    return bytes(data)
+
+
+LONG_NAME = "digits/7/" + "n" * 300 + ".png"
+
+
+def damaged_zip() -> tuple[bytes, dict[str, str]]:
+    """Good images in every class plus damaged, forged, unsafe and unreadable members; -> (zip, expected)."""
+    entries = [(f"digits/{d}/good.png", png(digit(d % 8 + 2))) for d in range(10)]
+    entries += [(f"digits/7/{n}", data) for n, (data, _) in bad_images().items()]
+    entries += [("digits/7/crc.png", GOOD), ("digits/7/locked.png", GOOD), ("digits/7/shorter.png", GOOD),
+                ("digits/7/longer.png", GOOD), (LONG_NAME, GOOD), ("digits/²/x.png", GOOD),
+                ("../evil.png", GOOD), ("digits/4/float.tiff", float_tiff())]
+    damage = {"digits/7/crc.png": {"crc": lambda i: i.CRC ^ 0xFFFF},
+              "digits/7/locked.png": {"flags": lambda i: i.flag_bits | 0x1},
+              "digits/7/shorter.png": {"size": lambda i: i.file_size - 10},
+              "digits/7/longer.png": {"size": lambda i: i.file_size + 5000}}
+    expected = {f"digits/7/{n}": r for n, (_, r) in bad_images().items()}
+    expected.update({"digits/7/crc.png": r"damaged in the archive \(CRC check failed\)",
+                     "digits/7/locked.png": "encrypted, not supported",
+                     "digits/7/shorter.png": "damaged in the archive",
+                     "digits/7/longer.png": "damaged in the archive",
+                     LONG_NAME: "too long for the file system",
+                     "digits/²/x.png": "not inside a folder named 0..9",
+                     "../evil.png": "climbs out of the archive"})
+    return make_zip(entries, damage), expected
+
+
+def _many_members(n: int = 10_000) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(n):
+            zf.writestr(f"d/1/{i}.png", b"")
+    return buf.getvalue()
+
+
+GOOD_ZIP = make_zip([(f"digits/{d}/good.png", png(digit(d % 8 + 2))) for d in range(10)])
+
+
+def _fault(monkeypatch, under: Path, code: int) -> None:
+    """Make every file or folder created under `under` fail with `code` (a read-only or full disk)."""
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def inside(path, dir_fd=None) -> bool:
+        return dir_fd is None and str(os.path.abspath(path)).startswith(str(under))
+
+    def fake_open(path, flags, mode=0o777, *, dir_fd=None):
+        if flags & os.O_CREAT and inside(path, dir_fd):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    def fake_mkdir(path, mode=0o777, *, dir_fd=None):
+        if inside(path, dir_fd):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_mkdir(path, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+
+# --- collected digits and the evaluation cache: disk full, read-only ------------------------------------
+
+
+# --- the command line: exit statuses, JSON, no traceback (one TensorFlow import per run, so few runs) ----
+
+
