@@ -7,16 +7,25 @@ white paper.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from core import config
-from core.errors import DatasetError
+from core.errors import DatasetError, StorageError
+from core.storage import atomic_write_bytes, describe_os_error, storage_error
 
 MNIST_SUBSET = "mnist-subset"
 MNIST_FULL = "mnist-full"
@@ -33,6 +42,7 @@ class Dataset:
     provenance: str
     files: list[str] | None = None
     skipped: list[str] = field(default_factory=list)  # "file: reason" of every unreadable input
+    warnings: list[str] = field(default_factory=list)  # problems that did not stop loading (e.g. disk faults)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,7 +56,8 @@ class Dataset:
     def subset(self, idx: np.ndarray, name: str | None = None) -> "Dataset":
         imgs = self.images[idx] if isinstance(self.images, np.ndarray) else [self.images[i] for i in idx]
         files = [self.files[i] for i in idx] if self.files else None
-        return Dataset(name or self.name, imgs, self.labels[idx], self.provenance, files, self.skipped)
+        return Dataset(name or self.name, imgs, self.labels[idx], self.provenance, files, self.skipped,
+                       self.warnings)
 
 
 def load_mnist_subset(validation_fraction: float = 0.1, random_state: int = 0) -> tuple[Dataset, Dataset]:
@@ -178,65 +189,118 @@ def load_mnist_target() -> Dataset:
     return held_out
 
 
+#: Class folder names. Not str.isdigit(), which is true of '²' and other characters int() cannot read.
+DIGIT_FOLDERS = frozenset("0123456789")
+
+
 def _digit_label(rel: Path) -> int | None:
     """The nearest folder named 0..9 above a file (any depth: mydigits/7/scan12.png -> 7)."""
     for part in reversed(rel.parts[:-1]):
-        if len(part) == 1 and part.isdigit():
+        if part in DIGIT_FOLDERS:
             return int(part)
     return None
 
 
-def scan_labelled_images(root: str | Path, label_of, unlabelled: str):
+def _walk(root: Path) -> tuple[list[tuple[Path, bool]], list[str]]:
+    """Every file under `root` as (path, is_link), and "folder: reason" for each folder that cannot be read.
+
+    OS metadata (hidden names, __MACOSX/) is left out; links are listed, never followed. A folder that cannot
+    be listed (permissions, a path too long for the file system) costs only its own files.
+    """
+    found, unreadable = [], []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            from core.images import display_name
+
+            unreadable.append(f"{display_name(str(folder.relative_to(root)))}: could not be read: "
+                              f"{describe_os_error(e)}")
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "__MACOSX":
+                continue  # OS metadata (.DS_Store, __MACOSX/), not user data
+            path = folder / entry.name
+            try:
+                if entry.is_symlink():
+                    found.append((path, True))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(path)
+                else:
+                    found.append((path, False))
+            except OSError:
+                found.append((path, False))  # reading it will say what is wrong
+    return sorted(found), unreadable
+
+
+def scan_labelled_images(root: str | Path, label_of, unlabelled: str, display: str | None = None):
     """Read every image under `root` that `label_of(relative_path)` labels: (images, labels, names, skipped).
 
     The one walk behind digit folders and number files: OS metadata is ignored, links are never followed,
-    more than MAX_FILES files refuse the folder, and every file not used is listed with its reason.
+    more than MAX_FILES files refuse the folder, and every file not used is listed as "file: reason",
+    whatever went wrong with it (one bad file costs only itself). Messages call the folder `display`.
     """
-    from core.errors import DigitLabError
-    from core.images import EXTENSIONS, read_image
+    from core.images import EXTENSIONS, display_name, failure_reason, read_image
 
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder.")
-    files = sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    display = display or str(root)
+    try:
+        is_dir = root.is_dir()
+    except OSError as e:
+        raise DatasetError(f"{display}: {failure_reason(e)}.") from None
+    if not is_dir:
+        raise DatasetError(f"{display} is not a folder.")
+    files, unreadable = _walk(root)
     if len(files) > MAX_FILES:
-        raise DatasetError(f"{root} holds {len(files):,} files; the limit is {MAX_FILES:,}.")
+        raise DatasetError(f"{display} holds {len(files):,} files; the limit is {MAX_FILES:,}.")
     images, labels, names, skipped = [], [], [], []
-    for p in files:
+    for p, is_link in files:
         rel = p.relative_to(root)
-        if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
-            continue  # OS metadata (.DS_Store, __MACOSX/), not user data
-        if p.is_symlink():
-            skipped.append(f"{rel}: a link, not followed")
-            continue
-        label = label_of(rel)
-        if p.suffix.lower() not in EXTENSIONS:
-            skipped.append(f"{rel}: not a PNG/JPEG/BMP/TIFF file")
-        elif label is None:
-            skipped.append(f"{rel}: {unlabelled}")
+        shown = display_name(str(rel))
+        if is_link:
+            skipped.append(f"{shown}: a link, not followed")
+        elif p.suffix.lower() not in EXTENSIONS:
+            skipped.append(f"{shown}: not a PNG/JPEG/BMP/TIFF file")
         else:
             try:
-                images.append(read_image(p))
+                label = label_of(rel)
+                if label is None:
+                    skipped.append(f"{shown}: {unlabelled}")
+                    continue
+                images.append(read_image(p, name=shown))
                 labels.append(label)
-                names.append(str(rel))
-            except DigitLabError as e:
-                skipped.append(f"{rel}: {e}")
-    return images, np.array(labels, np.int64), names, skipped
+                names.append(shown)
+            except Exception as e:  # whatever one file raises (decoder, OS, OpenCV), it costs only that file
+                reason = failure_reason(e)
+                skipped.append(reason if reason.startswith(f"{shown}: ") else f"{shown}: {reason}")
+    return images, np.array(labels, np.int64), names, skipped + unreadable
 
 
-def load_folder(root: str | Path, name: str | None = None) -> Dataset:
+def nothing_readable(display: str, what: str, skipped: list[str]) -> DatasetError:
+    """The error for a folder or archive with nothing usable, with the first reasons so the user can act."""
+    examples = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+    files = "1 file" if len(skipped) == 1 else f"{len(skipped)} files"
+    return DatasetError(f"{display}: no readable {what} ({files} skipped" + (f": {examples})." if skipped else ")."))
+
+
+def load_folder(root: str | Path, name: str | None = None, display: str | None = None) -> Dataset:
     """Images in folders 0..9 under `root` (PNG/JPEG/BMP/TIFF, any size, either polarity).
 
     Unreadable files and files outside a digit folder are skipped and listed; links are never followed.
-    Raises DatasetError when the folder holds no usable image or more than MAX_FILES files.
+    Raises DatasetError, naming the folder as `display` (default: `root` as given), when it holds no usable
+    image or more than MAX_FILES files.
     """
     root = Path(root)
-    images, labels, names, skipped = scan_labelled_images(root, _digit_label, "not inside a folder named 0..9")
+    display = display or str(root)
+    images, labels, names, skipped = scan_labelled_images(root, _digit_label, "not inside a folder named 0..9",
+                                                          display)
     if not images:
-        raise DatasetError(f"No readable digit images in folders 0..9 under {root.name or root} "
-                           f"({len(skipped)} files skipped).")
-    return Dataset(name or root.name, images, labels,
-                   f"{len(images)} images from folders 0..9 of {name or root.name}", names, skipped)
+        raise nothing_readable(display, "digit images in folders 0..9", skipped)
+    label = name or root.name
+    return Dataset(label, images, labels, f"{len(images)} images from folders 0..9 of {label}", names, skipped)
 
 
 def _unsafe_member(name: str) -> str | None:
@@ -248,32 +312,89 @@ def _unsafe_member(name: str) -> str | None:
     return None
 
 
-def safe_extract(data: bytes, dest: Path) -> list[str]:
-    """Extract a zip into `dest`, refusing anything that could escape it; returns what was skipped and why.
+#: Write failures that concern the whole folder (the disk, the file system), not one member.
+_DISK_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+#: Write failures of one member whose path clashes with another member's ("7" a file and "7/x.png").
+_CLASHES = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR})
 
-    The archive is checked whole before one byte is written: too many files or too many uncompressed bytes
-    refuse it. Members with absolute or climbing paths, and links, are skipped; every written path is checked
-    to resolve inside `dest`; each member is read with a cap on its declared size (zip bombs lie).
-    """
+
+def _open_archive(data: bytes, name: str):
+    """The zip and its file members, or one DatasetError naming the archive: not a zip, too many, too big."""
     import io
-    import stat
+    import struct
     import zipfile
-
-    from core.images import MAX_FILE_BYTES
 
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise DatasetError("The upload is not a valid .zip archive.") from None
-    members = [m for m in zf.infolist() if not m.is_dir()]
+        members = [m for m in zf.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, struct.error, NotImplementedError):
+        raise DatasetError(f"{name}: not a valid .zip archive.") from None
     if len(members) > MAX_FILES:
-        raise DatasetError(f"The archive holds {len(members):,} files; the limit is {MAX_FILES:,}.")
+        raise DatasetError(f"{name}: the archive holds {len(members):,} files; the limit is {MAX_FILES:,}.")
     total = sum(m.file_size for m in members)
     if total > MAX_TOTAL_BYTES:
-        raise DatasetError(f"The archive unpacks to {total / 2**20:,.0f} MB; the limit is "
+        raise DatasetError(f"{name}: the archive unpacks to {total / 2**20:,.0f} MB; the limit is "
                            f"{MAX_TOTAL_BYTES // 2**20} MB.")
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
+    return zf, members
+
+
+def _read_member(zf, m) -> tuple[bytes | None, str | None]:
+    """(content, None), or (None, why it cannot be used): damaged, encrypted, or not what its header says.
+
+    Read with a cap on its declared size: zipfile stops there, so a member that lies about it (a zip bomb)
+    fails its CRC check instead of filling the disk.
+    """
+    import struct
+    import zipfile
+    import zlib
+
+    from core.images import _short
+
+    if m.flag_bits & 0x1:
+        return None, "encrypted, not supported"
+    try:
+        with zf.open(m) as src:
+            content = src.read(m.file_size + 1)
+    except zipfile.BadZipFile as e:
+        return None, "damaged in the archive (CRC check failed)" if "CRC" in str(e) else \
+            f"damaged in the archive ({_short(e)})"
+    except EOFError:
+        return None, "damaged in the archive (its data ends before its declared size)"
+    except NotImplementedError:
+        return None, f"compressed with a method that is not supported (method {m.compress_type})"
+    except RuntimeError:  # zipfile's words for an encrypted member
+        return None, "encrypted, not supported"
+    except (zlib.error, ValueError, OSError, struct.error) as e:
+        return None, f"damaged in the archive ({_short(e)})"
+    if len(content) != m.file_size:
+        return None, "damaged in the archive (its size is not the size its header declares)"
+    return content, None
+
+
+def _write_member(target: Path, content: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+
+
+def safe_extract(data: bytes, dest: Path, name: str = "upload.zip") -> list[str]:
+    """Extract a zip into `dest`, refusing anything that could escape it; returns what was skipped and why.
+
+    The archive is checked whole before one byte is written: not a zip, too many files or too many
+    uncompressed bytes refuse it with a DatasetError that names it as `name`. Members with absolute or
+    climbing paths, links, encrypted or damaged members, and names the file system cannot hold are skipped
+    with their reason; every written path is checked to resolve inside `dest`. A full or read-only disk
+    raises StorageError (the caller decides where else to go).
+    """
+    import stat
+
+    from core.images import MAX_FILE_BYTES
+
+    zf, members = _open_archive(data, name)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+    except OSError as e:
+        raise storage_error(e, dest) from None
     skipped = []
     for m in members:
         reason = _unsafe_member(m.filename)
@@ -281,31 +402,129 @@ def safe_extract(data: bytes, dest: Path) -> list[str]:
             reason = "a link"
         if reason is None and m.file_size > MAX_FILE_BYTES:
             reason = f"larger than {MAX_FILE_BYTES // 2**20} MB"
-        target = (root / m.filename.replace("\\", "/")).resolve()
+        target = root
+        if reason is None:
+            try:
+                target = (root / m.filename.replace("\\", "/")).resolve()
+            except (OSError, ValueError) as e:
+                reason = describe_os_error(e) if isinstance(e, OSError) else "a name the file system cannot hold"
         if reason is None and not target.is_relative_to(root):
             reason = "a path outside the archive folder"
+        content = None
+        if reason is None:
+            content, reason = _read_member(zf, m)
+        if reason is None:
+            try:
+                _write_member(target, content)
+            except OSError as e:
+                if e.errno in _DISK_FAULTS:
+                    raise storage_error(e, dest) from None
+                reason = ("its path clashes with another member's" if e.errno in _CLASHES
+                          else describe_os_error(e))
         if reason:
             skipped.append(f"{m.filename}: {reason}, not extracted")
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zf.open(m) as src:
-            content = src.read(m.file_size + 1)
-        if len(content) > m.file_size:
-            skipped.append(f"{m.filename}: larger than its header says, not extracted")
-            continue
-        target.write_bytes(content)
     return skipped
 
 
+#: Inside a complete extraction: the archive's name and what was skipped (hidden, so never read as data).
+_MANIFEST = ".digitlab-upload.json"
+
+
+def _read_manifest(folder: Path) -> list[str] | None:
+    """What a complete extraction skipped, or None when `folder` is not one (missing, partial, damaged)."""
+    try:
+        skipped = json.loads((folder / _MANIFEST).read_text("utf-8"))["skipped"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return skipped if isinstance(skipped, list) and all(isinstance(x, str) for x in skipped) else None
+
+
+def _extract_in_place(data: bytes, name: str, uploads: Path, dest: Path) -> list[str]:
+    """Extract into a temporary folder beside `dest`, then rename it to `dest`: complete, or not there."""
+    try:
+        uploads.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=uploads, prefix=f".{dest.name}.", suffix=".partial"))
+    except OSError as e:
+        raise storage_error(e, uploads) from None
+    try:
+        skipped = safe_extract(data, tmp, name)
+        try:
+            _write_member(tmp / _MANIFEST, json.dumps({"archive": name, "skipped": skipped}).encode())
+            os.rename(tmp, dest)
+        except OSError as e:
+            if _read_manifest(dest) is not None:  # another process finished the same upload first: use it
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif e.errno in (errno.EEXIST, errno.ENOTEMPTY) and dest.is_dir():
+                _replace_folder(tmp, dest)  # an incomplete folder left by an older version
+            else:
+                raise storage_error(e, uploads) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return skipped
+
+
+def _replace_folder(new: Path, old: Path) -> None:
+    aside = old.with_name(f".{old.name}.old-{secrets.token_hex(4)}")
+    os.rename(old, aside)
+    os.rename(new, old)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def extracted_upload(data: bytes, name: str, prefix: str = "") -> Iterator[tuple[Path, list[str], list[str]]]:
+    """A zip upload, extracted whole: yields (folder, members skipped with their reasons, warnings).
+
+    Extracted under the data home (uploads/<content hash>) through a temporary folder that is renamed into
+    place when complete, so a half-extracted upload never exists under its final name and a second load of
+    the same bytes reuses it. If the data home cannot be written (read-only, full), the archive is extracted
+    into a temporary folder elsewhere, used, and removed at the end of the block; a warning says so. Problems
+    with the archive as a whole raise DatasetError naming `name`; no room anywhere raises StorageError.
+    """
+    uploads = config.data_home() / "uploads"
+    dest = uploads / f"{prefix}{hashlib.sha1(data).hexdigest()[:16]}"
+    skipped = _read_manifest(dest)
+    if skipped is not None:
+        yield dest, skipped, []
+        return
+    _open_archive(data, name)  # a bad archive is refused before anything is written anywhere
+    fault = None
+    try:
+        skipped = _extract_in_place(data, name, uploads, dest)
+    except StorageError as e:
+        fault = e
+    if fault is None:
+        yield dest, skipped, []
+        return
+    refused = StorageError(f"Could not write in {uploads}: {fault.cause}.", uploads, fault.cause)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="digitlab-upload-"))
+    except OSError:
+        raise refused from None
+    try:
+        try:
+            skipped = safe_extract(data, tmp, name)
+        except StorageError:
+            raise refused from None
+        yield tmp, skipped, [f"Could not write in {uploads}: {fault.cause}; the archive was unpacked in a "
+                             "temporary folder instead (not kept)."]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_zip(data: bytes, name: str = "upload.zip") -> Dataset:
-    """A zip of images in folders 0..9 (any depth), extracted safely into the user's data home."""
-    digest = hashlib.sha1(data).hexdigest()[:16]
-    dest = config.data_home() / "uploads" / digest
-    skipped = safe_extract(data, dest)
-    ds = load_folder(dest, name=Path(name).stem)
-    ds.skipped = skipped + ds.skipped
-    ds.provenance = f"{len(ds)} images from folders 0..9 of the upload {name}"
-    return ds
+    """A zip of images in folders 0..9 (any depth), extracted safely (see extracted_upload).
+
+    Every message names the archive as `name` (the file the user gave), never the extraction folder.
+    """
+    with extracted_upload(data, name) as (folder, unsafe, warnings):
+        images, labels, names, skipped = scan_labelled_images(folder, _digit_label, "not inside a folder named 0..9",
+                                                              name)
+    skipped = unsafe + skipped
+    if not images:
+        raise nothing_readable(name, "digit images in folders 0..9", skipped)
+    return Dataset(Path(name).stem, images, labels, f"{len(images)} images from folders 0..9 of the upload {name}",
+                   names, skipped, warnings)
 
 
 def collected_dir() -> Path:
@@ -313,16 +532,27 @@ def collected_dir() -> Path:
 
 
 def save_collected(image: np.ndarray, label: int) -> Path:
-    """Keep a digit the user drew and labelled, as a PNG in collected/<label>/ (kept between sessions)."""
+    """Keep a digit the user drew and labelled, as a PNG in collected/<label>/ (kept between sessions).
+
+    Written whole or not at all under a new name, so no earlier digit is ever replaced; a full or read-only
+    disk raises StorageError naming the folder and the cause.
+    """
     from core.errors import InvalidOptionError
     from core.images import encode_png
 
     if label not in range(10):
         raise InvalidOptionError("label", label, range(10))
     folder = collected_dir() / str(label)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.perf_counter_ns() % 10**6:06d}.png"
-    path.write_bytes(encode_png(image))
+    data = encode_png(image)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, folder) from None
+    while True:  # a random part, so two saves in the same second (or two sessions) never share a name
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.png"
+        if not path.exists():
+            break
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -340,9 +570,17 @@ def load_target(target: str) -> Dataset:
         ds = load_folder(collected_dir(), name="collected")
         ds.provenance = f"{len(ds)} digits drawn and labelled on the Draw page"
         return ds
+    from core.images import failure_reason
+
     p = Path(target)
-    if p.is_dir():
-        return load_folder(p)
-    if p.is_file() and p.suffix.lower() == ".zip":
-        return load_zip(p.read_bytes(), p.name)
+    try:
+        if p.is_dir():
+            return load_folder(p, display=target)
+        if p.is_file() and p.suffix.lower() == ".zip":
+            if p.stat().st_size > MAX_TOTAL_BYTES:
+                raise DatasetError(f"{p.name}: the archive is {p.stat().st_size / 2**20:,.0f} MB; the limit is "
+                                   f"{MAX_TOTAL_BYTES // 2**20} MB.")
+            return load_zip(p.read_bytes(), p.name)
+    except OSError as e:  # the path itself: too long, not allowed, vanished
+        raise DatasetError(f"{target}: {failure_reason(e)}.") from None
     raise InvalidOptionError("target", target, "sklearn-digits, mnist-test, collected, a folder or a .zip path")

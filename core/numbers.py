@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from core.datasets import load_sklearn_digits
-from core.errors import DatasetError
 from core.reframing import DEFAULT_METHOD, find_ink, to_gray
 
 #: A component with less than this share of the largest component's ink is noise, not a digit.
@@ -115,15 +114,25 @@ def compose_numbers(n: int = 300, max_value: int = 303, random_state: int = 0) -
     return images, np.array(labels, np.int64)
 
 
-def load_numbers_folder(folder: str | Path) -> tuple[list, np.ndarray, list[str], list[str]]:
-    """Images whose file names start with their number (127_0001.png): images, labels, names, skipped."""
+def _scan_numbers(folder: str | Path, display: str):
     from core.datasets import scan_labelled_images
 
-    images, labels, names, skipped = scan_labelled_images(
-        folder, lambda rel: label_from_name(rel.name),
-        "the file name does not start with the number (e.g. 127_0001.png)")
+    return scan_labelled_images(folder, lambda rel: label_from_name(rel.name),
+                                "the file name does not start with the number (e.g. 127_0001.png)", display)
+
+
+def load_numbers_folder(folder: str | Path, display: str | None = None
+                        ) -> tuple[list, np.ndarray, list[str], list[str]]:
+    """Images whose file names start with their number (127_0001.png): images, labels, names, skipped.
+
+    Messages call the folder `display` (default: `folder` as given).
+    """
+    from core.datasets import nothing_readable
+
+    display = display or str(folder)
+    images, labels, names, skipped = _scan_numbers(folder, display)
     if not images:
-        raise DatasetError(f"No labelled number images in {folder} ({len(skipped)} skipped).")
+        raise nothing_readable(display, "labelled number images", skipped)
     return images, labels, names, skipped
 
 
@@ -139,13 +148,14 @@ def evaluate_numbers(predictor, images, labels, method: str = DEFAULT_METHOD) ->
 
 
 def load_numbers_zip(data: bytes, name: str = "numbers.zip"):
-    """A zip of number images named like 127_0001.png, extracted safely (see datasets.safe_extract)."""
-    import hashlib
+    """A zip of number images named like 127_0001.png, extracted safely (see datasets.extracted_upload).
 
-    from core import config
-    from core.datasets import safe_extract
+    Every message names the archive as `name`, never the extraction folder.
+    """
+    from core.datasets import extracted_upload, nothing_readable
 
-    dest = config.data_home() / "uploads" / f"numbers-{hashlib.sha1(data).hexdigest()[:16]}"
-    unsafe = safe_extract(data, dest)
-    images, labels, names, skipped = load_numbers_folder(dest)
+    with extracted_upload(data, name, prefix="numbers-") as (folder, unsafe, _warnings):
+        images, labels, names, skipped = _scan_numbers(folder, name)
+    if not images:
+        raise nothing_readable(name, "labelled number images", unsafe + skipped)
     return images, labels, names, unsafe + skipped

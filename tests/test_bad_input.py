@@ -290,10 +290,36 @@ def make_folder(root: Path) -> dict[str, str]:
     return expected
 
 
+def test_folder_with_every_kind_of_bad_file_evaluates_the_rest(tmp_path, home, system_tmp):
+    expected = make_folder(tmp_path / "corpus")
+    before = snapshot(tmp_path / "corpus" / "digits" / "7")
+    ds = datasets.load_target(str(tmp_path / "corpus" / "digits"))
+    assert len(ds) == 11 and ds.missing_classes() == []  # ten good images and the float TIFF
+    reasons = dict(s.split(": ", 1) for s in ds.skipped)
+    assert set(reasons) == set(expected), ds.skipped
+    for file, reason in expected.items():
+        assert re.search(reason, reasons[file]), (file, reasons[file])
+        assert_plain(reasons[file])
+    ev = evaluation.evaluate(FakePredictor(), ds, "paper", model_path=_fake_model(tmp_path))
+    assert ev.n == 11 and ev.skipped == ds.skipped
+    assert snapshot(tmp_path / "corpus" / "digits" / "7") == before  # inputs are only read
+    assert_collected_unchanged(home)
+    assert not any(system_tmp.iterdir())
+    shutil.rmtree(tmp_path / "corpus")  # the deep folders, before pytest's own clean-up
+
+
 def _fake_model(tmp_path: Path) -> Path:
     model = tmp_path / "model.keras"
     model.write_bytes(b"pretend model")
     return model
+
+
+def test_unicode_digit_folders_are_not_classes(tmp_path):
+    for name in ("²", "٣", "7"):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        (tmp_path / "set" / name / "a.png").write_bytes(GOOD)
+    ds = datasets.load_folder(tmp_path / "set")
+    assert ds.labels.tolist() == [7] and len(ds.skipped) == 2
 
 
 # --- zip archives ------------------------------------------------------------------------------------------
@@ -355,6 +381,24 @@ def damaged_zip() -> tuple[bytes, dict[str, str]]:
     return make_zip(entries, damage), expected
 
 
+def test_zip_with_damaged_and_forged_members_evaluates_the_rest(tmp_path, home, system_tmp):
+    data, expected = damaged_zip()
+    ds = datasets.load_zip(data, "mydigits.zip")
+    assert len(ds) == 11 and ds.missing_classes() == []
+    reasons = dict(s.split(": ", 1) for s in ds.skipped)
+    assert set(reasons) == set(expected), ds.skipped
+    for member, reason in expected.items():
+        assert re.search(reason, reasons[member]), (member, reasons[member])
+        assert_plain(reasons[member])
+        assert str(home) not in reasons[member]  # the user's names, never the internal extraction folder
+    ev = evaluation.evaluate(FakePredictor(), ds, "paper", model_path=_fake_model(tmp_path))
+    assert ev.n == 11
+    assert not (tmp_path / "evil.png").exists() and not (home / "evil.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "model.keras", "system-tmp"]
+    assert_collected_unchanged(home)
+    assert not any(system_tmp.iterdir())
+
+
 def _many_members(n: int = 10_000) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -363,7 +407,62 @@ def _many_members(n: int = 10_000) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.parametrize("case, expected", [
+    ("not a zip", "not a valid .zip archive"),
+    ("10,000 members", "holds 10,000 files; the limit is 5,000"),
+    ("declared 2 GB", "unpacks to 2,048 MB; the limit is 300 MB"),
+    ("no images", "no readable digit images in folders 0..9"),
+    ("truncated", "not a valid .zip archive"),
+])
+def test_a_problem_with_the_whole_archive_names_the_archive(case, expected, home, system_tmp):
+    data = {"not a zip": lambda: b"hello, I am not a zip",
+            "10,000 members": _many_members,
+            "declared 2 GB": lambda: make_zip([("d/1/a.png", GOOD)] * 1,
+                                              {"d/1/a.png": {"size": 2 * 2**30}}),
+            "no images": lambda: make_zip([("readme.txt", b"nothing here"), ("d/1/bad.png", b"")]),
+            "truncated": lambda: GOOD_ZIP[: len(GOOD_ZIP) // 2]}[case]()
+    with pytest.raises(DatasetError) as e:
+        datasets.load_zip(data, "mydigits.zip")
+    message = str(e.value)
+    assert message.startswith("mydigits.zip: ") and expected in message, message
+    assert str(home) not in message and "uploads" not in message
+    assert_plain(message)
+    assert not list(home.glob("uploads/.*"))  # no temporary extraction left behind
+    assert_collected_unchanged(home)
+    assert not any(system_tmp.iterdir())
+
+
 GOOD_ZIP = make_zip([(f"digits/{d}/good.png", png(digit(d % 8 + 2))) for d in range(10)])
+
+
+def test_zip_bomb_member_by_compression_ratio_is_not_extracted(home):
+    big = png(np.full((8, 8), 255, np.uint8)) + b"\0" * (30 * 2**20)  # 30 MB that compresses to 30 kB
+    ds = datasets.load_zip(make_zip([("d/1/bomb.png", big), ("d/1/a.png", GOOD)]), "bomb.zip")
+    assert len(ds) == 1 and ds.skipped == ["d/1/bomb.png: larger than 25 MB, not extracted"]
+
+
+def test_extraction_is_atomic_and_a_second_load_reuses_it(home, monkeypatch):
+    real = datasets._write_member
+    calls = []
+
+    def failing(target, content):
+        calls.append(target)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the process is stopped half-way through the archive
+        real(target, content)
+
+    monkeypatch.setattr(datasets, "_write_member", failing)
+    with pytest.raises(KeyboardInterrupt):
+        datasets.load_zip(GOOD_ZIP, "mydigits.zip")
+    assert not list((home / "uploads").iterdir())  # no half-extracted folder, under any name
+    monkeypatch.setattr(datasets, "_write_member", real)
+    first = datasets.load_zip(GOOD_ZIP, "mydigits.zip")
+    (folder,) = list((home / "uploads").iterdir())
+    assert not folder.name.startswith(".")
+    monkeypatch.setattr(datasets, "_write_member", failing)  # a second load must not extract again
+    calls.clear()
+    again = datasets.load_zip(GOOD_ZIP, "mydigits.zip")
+    assert not calls and again.labels.tolist() == first.labels.tolist() and again.skipped == first.skipped
 
 
 def _fault(monkeypatch, under: Path, code: int) -> None:
@@ -387,7 +486,71 @@ def _fault(monkeypatch, under: Path, code: int) -> None:
     monkeypatch.setattr(os, "mkdir", fake_mkdir)
 
 
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+def test_zip_upload_with_an_unwritable_data_folder_is_read_from_a_temporary_folder(code, home, system_tmp,
+                                                                                    monkeypatch):
+    _fault(monkeypatch, home, code)
+    ds = datasets.load_zip(GOOD_ZIP, "mydigits.zip")
+    assert len(ds) == 10
+    (warning,) = ds.warnings
+    assert f"Could not write in {home / 'uploads'}: {storage.describe_os_error(OSError(code, ''))}" in warning
+    assert "temporary folder" in warning
+    assert not any(system_tmp.iterdir())  # the temporary copy is removed once read
+    assert not (home / "uploads").exists() or not any((home / "uploads").iterdir())
+
+
+def test_disk_full_while_extracting_leaves_nothing_and_falls_back(home, system_tmp, monkeypatch):
+    real = datasets._write_member
+
+    def full(target, content):
+        if str(target).startswith(str(home)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(target, content)
+
+    monkeypatch.setattr(datasets, "_write_member", full)
+    ds = datasets.load_zip(GOOD_ZIP, "mydigits.zip")
+    assert len(ds) == 10 and "no space left on device" in ds.warnings[0]
+    assert not any((home / "uploads").iterdir()) and not any(system_tmp.iterdir())
+
+
+def test_no_room_anywhere_is_one_storage_error(home, system_tmp, monkeypatch):
+    monkeypatch.setattr(datasets, "_write_member",
+                        lambda target, content: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(StorageError, match=re.escape(f"Could not write in {home / 'uploads'}: no space left")):
+        datasets.load_zip(GOOD_ZIP, "mydigits.zip")
+    assert not any((home / "uploads").iterdir()) and not any(system_tmp.iterdir())
+
+
 # --- collected digits and the evaluation cache: disk full, read-only ------------------------------------
+
+
+@pytest.mark.parametrize("where", ["fsync", "replace", "create"])
+def test_collected_digit_with_the_disk_full_is_never_half_written(where, home, monkeypatch):
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "create":
+        (home / "collected" / "1").mkdir()
+        _fault(monkeypatch, home / "collected" / "1", errno.ENOSPC)
+    else:
+        monkeypatch.setattr(os, where, full)
+    with pytest.raises(StorageError) as e:
+        datasets.save_collected(digit(), 1)
+    assert str(e.value) == f"Could not write in {home / 'collected' / '1'}: no space left on device."
+    assert not [p for p in (home / "collected" / "1").iterdir()] if (home / "collected" / "1").exists() else True
+    assert_collected_unchanged(home)
+
+
+def test_collected_digit_in_a_read_only_data_folder(home, monkeypatch):
+    _fault(monkeypatch, home, errno.EROFS)
+    with pytest.raises(StorageError, match=re.escape(f"Could not write in {home / 'collected'}") + ".*read-only"):
+        datasets.save_collected(digit(), 1)
+    assert_collected_unchanged(home)
+
+
+def test_collected_digits_never_overwrite_each_other(home):
+    paths = {datasets.save_collected(digit(c), 2) for c in range(2, 12)}
+    assert len(paths) == 10 and all(p.stat().st_size > 0 for p in paths)
 
 
 # --- the command line: exit statuses, JSON, no traceback (one TensorFlow import per run, so few runs) ----
