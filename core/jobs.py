@@ -162,6 +162,11 @@ class Job:
         return min(1.0, self.epoch / self.epochs) if self.epochs else 0.0
 
     @property
+    def what(self) -> str:
+        """What the job runs: the architecture of a training run, or "adaptation"."""
+        return "adaptation" if self.config.get("job") == "adapt" else str(self.config.get("architecture", "?"))
+
+    @property
     def shown_status(self) -> str:
         """What a user should read: "cancelling" while a running job's cancel is pending."""
         return "cancelling" if self.status == "running" and self.cancel_requested else self.status
@@ -232,6 +237,28 @@ def submit(cfg, title: str | None = None, start_worker: bool = True) -> Job:
                               (json.dumps(cfg.to_dict()), title, str(run_dir), time.time(), epochs))
         except BaseException:
             run_dir.rmdir()
+            raise
+        job_id = cur.lastrowid
+    if start_worker:
+        ensure_worker()
+    return get_job(job_id)
+
+
+def submit_adaptation(settings: dict, title: str | None = None, start_worker: bool = True) -> Job:
+    """Queue a few-shot adaptation (core.adaptation.adapt's arguments as a dict); progress counts fits."""
+    from core import adaptation, runs
+
+    config.require_writable("queueing adaptation jobs")
+    s = dict(settings)
+    total = len(s["strategies"]) * len(s["shots"]) * s["seeds"]
+    with _connect() as con:
+        folder = runs.allocate_run_dir("adapt", adaptation.results_dir())
+        try:
+            cur = con.execute("INSERT INTO jobs (config, title, run_dir, created, epochs) VALUES (?, ?, ?, ?, ?)",
+                              (json.dumps({"job": "adapt", **s}), title or f"Few-shot adaptation on {s['target']}",
+                               str(folder), time.time(), total))
+        except BaseException:
+            folder.rmdir()
             raise
         job_id = cur.lastrowid
     if start_worker:
@@ -326,6 +353,31 @@ def run_worker(once: bool = False) -> int:
                 return ran
 
 
+def _run_adaptation(job: Job, on_epoch, should_stop) -> str:
+    """An adaptation job: progress is counted in fits; a cancel stops it after the current fit."""
+    from core import adaptation
+    from core.datasets import load_target
+
+    s = job.config
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(done: int, total: int, what: str) -> None:
+        on_epoch({"epoch": done, "what": what})
+        if should_stop():
+            raise Cancelled
+
+    try:
+        result = adaptation.adapt(load_target(s["target"]), s.get("model"), s["shots"], s["strategies"],
+                                  s["seeds"], s["test_fraction"], s["reframing"], progress=progress,
+                                  keep=[tuple(k) for k in s.get("keep", [])])
+    except Cancelled:
+        return "cancelled"
+    adaptation.save_result(result, Path(job.run_dir))
+    return "done"
+
+
 def _run_job(job: Job) -> None:
     from core.training import RunConfig, train
 
@@ -338,9 +390,12 @@ def _run_job(job: Job) -> None:
             return bool(con.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job.id,)).fetchone()[0])
 
     try:
-        result = train(RunConfig.from_dict(job.config), job.run_dir, on_epoch=on_epoch, should_stop=should_stop,
-                       title=job.title)
-        status, error = result["status"], None
+        if job.config.get("job") == "adapt":
+            status, error = _run_adaptation(job, on_epoch, should_stop), None
+        else:
+            result = train(RunConfig.from_dict(job.config), job.run_dir, on_epoch=on_epoch,
+                           should_stop=should_stop, title=job.title)
+            status, error = result["status"], None
     except Exception as e:  # the job fails, the worker lives on to run the next one
         # The first line is what a user reads (a DigitLabError's message says it plainly: "no space left on
         # device in ..."); the traceback below it is for whoever debugs the worker.
