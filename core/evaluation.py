@@ -3,6 +3,10 @@
 A blank image (no ink found) cannot be classified: it is predicted as ``BLANK`` (-1), which counts as a wrong
 answer (a false negative for its true digit, a false positive for none), so each digit's TP+TN+FP+FN is still
 the data set size. The 10x10 confusion matrix leaves blanks out; their number is reported beside it.
+
+An image that cannot be reframed at all is ``UNREADABLE`` (-2): it is skipped, listed with its reason, and left
+out of every metric. Files read from disk never get there (decoding checks what reframing needs); a data set
+built in code can.
 """
 from __future__ import annotations
 
@@ -16,16 +20,29 @@ import numpy as np
 
 from core import config
 from core.datasets import Dataset
-from core.reframing import DEFAULT_METHOD, METHODS, reframe_batch
+from core.errors import InvalidOptionError, StorageError
+from core.reframing import DEFAULT_METHOD, METHODS, SIZE, reframe, reframe_batch
+from core.storage import atomic_output, describe_os_error
 
 BLANK = -1
+UNREADABLE = -2
 DIGITS = list(range(10))
+
+
+def _evaluated(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs that count: unreadable images were skipped, so they are no answer at all."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    keep = y_pred != UNREADABLE
+    return y_true[keep], y_pred[keep]
 
 
 def summary_metrics(y_true, y_pred) -> dict:
     """Accuracy and macro precision, recall and F1 over the ten digits (scikit-learn, zero_division=0)."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
+    y_true, y_pred = _evaluated(y_true, y_pred)
+    if len(y_true) == 0:
+        return {"accuracy": 0.0, "macro": {"precision": 0.0, "recall": 0.0, "f1": 0.0}}
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=DIGITS, average="macro", zero_division=0)
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
             "macro": {"precision": float(p), "recall": float(r), "f1": float(f)}}
@@ -35,6 +52,9 @@ def confusion(y_true, y_pred) -> np.ndarray:
     """The 10x10 confusion matrix: rows are true digits, columns predicted digits (blanks left out)."""
     from sklearn.metrics import confusion_matrix
 
+    y_true, y_pred = _evaluated(y_true, y_pred)
+    if len(y_true) == 0:
+        return np.zeros((10, 10), np.int64)
     return confusion_matrix(y_true, y_pred, labels=DIGITS)
 
 
@@ -42,6 +62,10 @@ def per_digit(y_true, y_pred) -> list[dict]:
     """Per digit: TP, TN, FP, FN (the paper's Table 3) and accuracy, recall, precision, F1 (Table 4)."""
     from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
 
+    y_true, y_pred = _evaluated(y_true, y_pred)
+    if len(y_true) == 0:
+        return [{"digit": d, "tp": 0, "tn": 0, "fp": 0, "fn": 0, "accuracy": 0.0, "recall": 0.0, "precision": 0.0,
+                 "f1": 0.0} for d in DIGITS]
     mcm = multilabel_confusion_matrix(y_true, y_pred, labels=DIGITS)  # [[tn, fp], [fn, tp]] per digit
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=DIGITS, average=None, zero_division=0)
     n = len(y_true)
@@ -62,14 +86,16 @@ class Evaluation:
     provenance: str
     method: str
     y_true: np.ndarray
-    y_pred: np.ndarray  # BLANK where no ink was found
-    probabilities: np.ndarray  # (n, 10); zeros for blanks
-    skipped: list[str] = field(default_factory=list)
+    y_pred: np.ndarray  # BLANK where no ink was found, UNREADABLE where the image could not be reframed
+    probabilities: np.ndarray  # (n, 10); zeros for blanks and unreadable images
+    skipped: list[str] = field(default_factory=list)  # "file: reason": not read, or not reframed
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # problems that did not stop it (e.g. not cached)
 
     @property
     def n(self) -> int:
-        return int(len(self.y_true))
+        """Images evaluated (unreadable ones are skipped; the arrays keep them, aligned with the data set)."""
+        return int((np.asarray(self.y_pred) != UNREADABLE).sum())
 
     @property
     def blank(self) -> int:
@@ -90,7 +116,8 @@ class Evaluation:
         return {"target": self.target, "provenance": self.provenance, "reframing": self.method, "n": self.n,
                 **summary_metrics(self.y_true, self.y_pred), "per_digit": self.per_digit(),
                 "confusion_matrix": self.confusion_matrix().tolist(), "blank": self.blank,
-                "skipped": len(self.skipped), "skipped_files": self.skipped, "seconds": round(self.seconds, 3)}
+                "skipped": len(self.skipped), "skipped_files": self.skipped, "seconds": round(self.seconds, 3),
+                "warnings": list(self.warnings)}
 
 
 def fingerprint(*parts) -> str:
@@ -118,38 +145,103 @@ def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_pa
     """Reframe every image of `dataset` with `method`, classify it, and keep the predictions.
 
     Cached on disk per (model file, data set content, method), so the CLI and every page share results.
-    `progress` gets a fraction in [0, 1] as chunks finish.
+    `progress` gets a fraction in [0, 1] as chunks finish. An image that cannot be reframed is skipped
+    (UNREADABLE, listed in `skipped`) and the rest evaluated. A cache that cannot be read is recomputed; one
+    that cannot be written (read-only or full disk) never fails the result: `warnings` says so, once.
     """
     from core.models import reused_model_path
 
-    key = fingerprint(Path(model_path or reused_model_path()), dataset.images, dataset.labels, method)
-    cached = _cache_path(key)
-    if use_cache and cached.exists():
-        with np.load(cached) as f:
-            return Evaluation(dataset.name, dataset.provenance, method, dataset.labels, f["y_pred"],
-                              f["probabilities"], list(dataset.skipped), float(f["seconds"]))
+    if method not in METHODS:  # a wrong call, not a bad image: refuse it before anything runs
+        raise InvalidOptionError("reframing", method, METHODS)
+    warnings = list(dataset.warnings)
+    model_file = Path(model_path or reused_model_path())
+    key = None
+    if use_cache:
+        try:
+            key = fingerprint(model_file, dataset.images, dataset.labels, method)
+        except OSError as e:
+            warnings.append(f"Could not read {model_file}: {describe_os_error(e)}. The result was computed but "
+                            "not cached.")
+    cached = _cache_path(key) if key else None
+    if cached is not None:
+        hit = _read_cache(cached, len(dataset))
+        if hit is not None:
+            y_pred, proba, seconds, unreadable = hit
+            return Evaluation(dataset.name, dataset.provenance, method, dataset.labels, y_pred, proba,
+                              list(dataset.skipped) + unreadable, seconds, warnings)
     t0 = time.perf_counter()
     n = len(dataset)
     y_pred = np.full(n, BLANK, np.int64)
     proba = np.zeros((n, 10), np.float32)
+    unreadable: list[str] = []
     chunk = 2048
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        X, blank = reframe_batch(dataset.images[start:stop], method)
+        X, blank, failed = _reframe_chunk(dataset.images[start:stop], method)
         p = predictor.predict_proba(X)
         p[blank] = 0.0
         proba[start:stop] = p
         y_pred[start:stop] = np.where(blank, BLANK, p.argmax(1))
+        for i, reason in failed:
+            y_pred[start + i] = UNREADABLE
+            proba[start + i] = 0.0
+            name = dataset.files[start + i] if dataset.files else f"image {start + i}"
+            unreadable.append(f"{name}: {reason}")
         if progress:
             progress(stop / n)
     seconds = time.perf_counter() - t0
-    if use_cache:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, y_pred=y_pred, probabilities=proba, seconds=seconds)
-        tmp.replace(cached)
+    if cached is not None:
+        try:
+            with atomic_output(cached) as tmp:
+                np.savez_compressed(tmp, y_pred=y_pred, probabilities=proba, seconds=seconds,
+                                    unreadable=np.array(unreadable, dtype=str))
+        except StorageError as e:
+            warnings.append(f"{e} The result was computed but not cached.")
     return Evaluation(dataset.name, dataset.provenance, method, dataset.labels, y_pred, proba,
-                      list(dataset.skipped), seconds)
+                      list(dataset.skipped) + unreadable, seconds, warnings)
+
+
+def _reframe_chunk(images, method: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """reframe_batch, and when one image fails it, each image on its own: (X, blank, [(index, reason)]).
+
+    The fast batch path costs nothing extra; only a chunk holding a bad image is redone one by one.
+    """
+    from core.images import failure_reason
+
+    try:
+        X, blank = reframe_batch(images, method)
+        return X, blank, []
+    except Exception:  # whatever one image raised (shape, NaN, OpenCV): find it, keep the others
+        pass
+    images = list(images)
+    X = np.zeros((len(images), SIZE, SIZE), np.float32)
+    blank = np.zeros(len(images), bool)
+    failed = []
+    for i, img in enumerate(images):
+        try:
+            r = reframe(img, method)
+        except Exception as e:
+            failed.append((i, failure_reason(e)))
+            continue
+        blank[i] = r.blank
+        if not r.blank:
+            X[i] = r.image
+    return X, blank, failed
+
+
+def _read_cache(path: Path, n: int):
+    """(y_pred, probabilities, seconds, unreadable) from a cache file, or None to recompute."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as f:
+            y_pred, proba, seconds = f["y_pred"], f["probabilities"], float(f["seconds"])
+            unreadable = [str(x) for x in f["unreadable"]] if "unreadable" in f.files else []
+    except Exception:  # a cache is disposable: damaged, truncated or foreign means recompute
+        return None
+    if y_pred.shape != (n,) or proba.shape != (n, 10):
+        return None
+    return y_pred, proba, seconds, unreadable
 
 
 def compare_methods(predictor, dataset: Dataset, model_path: Path | None = None) -> dict[str, Evaluation]:

@@ -322,6 +322,21 @@ def test_unicode_digit_folders_are_not_classes(tmp_path):
     assert ds.labels.tolist() == [7] and len(ds.skipped) == 2
 
 
+def test_an_image_that_cannot_be_reframed_is_skipped_in_evaluate(tmp_path):
+    images = [digit(4), np.full((3, 3), 255, np.uint8), digit(6), np.full((20, 20), np.nan, np.float32)]
+    ds = Dataset("in memory", images, np.array([0, 1, 1, 2]), "built in a test", ["a.png", "b.png", "c.png",
+                                                                                  "d.png"])
+    ev = evaluation.evaluate(FakePredictor(), ds, "mnist", model_path=_fake_model(tmp_path))
+    assert ev.n == 2 and len(ev.y_pred) == 4 and ev.y_pred[0] >= 0 and ev.y_pred[2] >= 0
+    assert (ev.y_pred[[1, 3]] == evaluation.UNREADABLE).all()  # kept aligned with the data set, not counted
+    assert [s.split(":")[0] for s in ev.skipped] == ["b.png", "d.png"]
+    assert "8x8" in ev.skipped[0] and "NaN" in ev.skipped[1]
+    again = evaluation.evaluate(FakePredictor(), ds, "mnist", model_path=_fake_model(tmp_path))  # from the cache
+    assert again.skipped == ev.skipped and (again.y_pred == ev.y_pred).all()
+    assert ev.confusion_matrix().sum() == 2 and sum(r["tp"] + r["fn"] for r in ev.per_digit()) == 2
+    assert ev.as_dict()["n"] == 2 and ev.as_dict()["skipped"] == 2
+
+
 # --- zip archives ------------------------------------------------------------------------------------------
 
 
@@ -551,6 +566,56 @@ def test_collected_digit_in_a_read_only_data_folder(home, monkeypatch):
 def test_collected_digits_never_overwrite_each_other(home):
     paths = {datasets.save_collected(digit(c), 2) for c in range(2, 12)}
     assert len(paths) == 10 and all(p.stat().st_size > 0 for p in paths)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
+def test_evaluation_cache_that_cannot_be_written_never_fails_the_result(code, tmp_path, home, monkeypatch):
+    ds = Dataset("tiny", np.stack([digit(4), digit(10)]), np.array([0, 3]), "two images")
+    _fault(monkeypatch, home, code)
+    ev = evaluation.evaluate(FakePredictor(), ds, "paper", model_path=_fake_model(tmp_path))
+    assert ev.n == 2 and ev.y_pred.tolist() == ev.probabilities.argmax(1).tolist()
+    (warning,) = ev.warnings
+    assert warning.startswith(f"Could not write in {home / 'cache'}") or warning.startswith(
+        f"Could not write in {home}")
+    assert storage.describe_os_error(OSError(code, "")) in warning and "not cached" in warning
+    assert ev.as_dict()["warnings"] == [warning]
+    assert not list(home.rglob("*.npz")) and not list(home.rglob("*.tmp*"))
+
+
+def test_evaluation_cache_with_the_disk_full_at_the_rename(tmp_path, home, monkeypatch):
+    ds = Dataset("tiny", np.stack([digit(4), digit(10)]), np.array([0, 3]), "two images")
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    ev = evaluation.evaluate(FakePredictor(), ds, "paper", model_path=_fake_model(tmp_path))
+    assert ev.n == 2 and "no space left on device" in ev.warnings[0]
+    assert not list((home / "cache").rglob("*.*"))  # neither the cache file nor its temporary
+
+
+def test_a_damaged_cache_file_is_recomputed(tmp_path, home):
+    ds = Dataset("tiny", np.stack([digit(4), digit(10)]), np.array([0, 3]), "two images")
+    model = _fake_model(tmp_path)
+    first = evaluation.evaluate(FakePredictor(), ds, "paper", model_path=model)
+    (cached,) = list(home.rglob("*.npz"))
+    cached.write_bytes(b"")  # as a crash of an older version could leave it
+    ev = evaluation.evaluate(FakePredictor(), ds, "paper", model_path=model)
+    assert (ev.y_pred == first.y_pred).all() and not ev.warnings and cached.stat().st_size > 0
+
+
+def test_sklearn_digits_evaluate_with_a_read_only_data_folder(tmp_path, home, monkeypatch):
+    _fault(monkeypatch, home, errno.EROFS)
+    ds = datasets.load_target("sklearn-digits")
+    ev = evaluation.evaluate(FakePredictor(), ds, "paper", model_path=_fake_model(tmp_path))
+    assert ev.n == 1797 and len(ev.warnings) == 1 and "read-only" in ev.warnings[0]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 0o555; the patched variants cover it")
+def test_real_read_only_data_folder(tmp_path, home):
+    home.chmod(0o555)
+    try:
+        ds = datasets.load_zip(GOOD_ZIP, "mydigits.zip")
+        ev = evaluation.evaluate(FakePredictor(), ds, "paper", model_path=_fake_model(tmp_path))
+        assert ev.n == 10 and ds.warnings and ev.warnings
+    finally:
+        home.chmod(0o755)
 
 
 # --- the command line: exit statuses, JSON, no traceback (one TensorFlow import per run, so few runs) ----
