@@ -171,6 +171,27 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_variants(args) -> int:
+    from core import variants
+    from core.models import Predictor, reused_model_path
+
+    model_path = Path(args.model) if args.model else reused_model_path()
+    table = variants.evaluate_variants(Predictor.load(model_path))
+    choice = variants.choose_default(table)
+    data = {"model": str(model_path), "sources": table.attrs["provenance"],
+            "variants": {k: v.description for k, v in variants.VARIANTS.items()},
+            "rows": table.to_dict("records"), "choice": choice, "current_default": DEFAULT_METHOD}
+    wide = (variants.pivot(table) * 100).round(2)
+    lines = [wide.to_string(), ""]
+    for r in choice["per_method"]:
+        w = r["worst"]
+        lines.append(f"{r['method']:>6}: mean {r['mean']:.2%} over {r['cells']} (source, variant); worst "
+                     f"{w['accuracy']:.2%} ({w['source']}, {w['variant']})")
+    lines.append(f"best on all variants together: {choice['method']} (current default: {DEFAULT_METHOD})")
+    _print(data, args.json, "\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Digit Reuse Lab command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run queued jobs one at a time (started for you by train --background)")
     p.add_argument("--once", action="store_true", help="run at most one job")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("variants", help="zero-shot accuracy on form variants (1-bit, stretched, pens, low-res, "
+                                        "slant, European 1/7) per reframing method, and the best method overall")
+    p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_variants)
 
     return parser
 
