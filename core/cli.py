@@ -131,8 +131,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from core.runs import list_runs
+    from core.runs import delete_run, list_runs, rename_run
 
+    if args.action in ("rename", "delete"):
+        if args.id is None or (args.action == "rename" and args.title is None):
+            raise DigitLabError("Say which run: `python -m core runs rename ID TITLE` or `runs delete ID`.")
+        if args.action == "rename":
+            run = rename_run(args.id, args.title)
+            d = run.as_dict()
+            d.pop("history_file", None)
+            _print(d, args.json, f"run {run.id} renamed: {run.title}")
+        else:
+            delete_run(args.id)
+            _print({"id": args.id, "deleted": True}, args.json, f"run {args.id} deleted")
+        return 0
     runs = [r for r in list_runs(include_reference=not args.project_only)]
     out = []
     for r in runs:
@@ -243,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("runs", help="every training run: project runs and published reference runs")
+    p = sub.add_parser("runs", help="every training run: project runs and published reference runs; "
+                                    "rename ID TITLE or delete ID one of your own runs")
+    p.add_argument("action", nargs="?", choices=["list", "rename", "delete"], default="list")
+    p.add_argument("id", nargs="?", help="rename, delete: the run's id (`python -m core runs` lists them)")
+    p.add_argument("title", nargs="?", help="rename: the new title")
     p.add_argument("--project-only", action="store_true", help="leave out the reference runs")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_runs)

@@ -14,7 +14,9 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,6 +315,8 @@ def list_runs(include_reference: bool = True, user_dir: Path | None = None) -> l
         except OSError:
             children = []  # an unreadable run store lists nothing rather than breaking every page
         for p in children:
+            if p.name.startswith("."):  # a run being deleted (see delete_run), or anything else hidden
+                continue
             if (r := load_project_run(p)) is not None:
                 runs.append(r)
     if include_reference:
@@ -347,3 +351,116 @@ def get_run(run_id: str, user_dir: Path | None = None) -> RunInfo:
     from core.errors import DigitLabError
 
     raise DigitLabError(f"No run with id {run_id!r}; `python -m core runs` lists them.")
+
+
+# --- the user's own runs: rename and delete ---------------------------------------------------------------------
+
+#: Longest title a run may get (a title is one line in the table, the legend and the job card).
+MAX_TITLE_LENGTH = 200
+
+
+def read_only_reason(run: RunInfo) -> str:
+    """Why `run` cannot be renamed or deleted ("" when it can: a run in the user's own run store)."""
+    if run.kind == "reference":
+        return "it is a published reference run (models/reference-runs), shown read-only"
+    path = Path(run.path).resolve() if run.path else None
+    if path is not None and path.parent == user_runs_dir().resolve():
+        return ""
+    if path is not None and path == config.REUSED_MODEL_DIR.resolve():
+        return "it is the reused model shipped with the project (models/reused-cnn), read-only"
+    if path is not None and path.parent == config.SHIPPED_RUNS_DIR.resolve():
+        return "it is a run shipped with the project (models/runs), read-only"
+    return "it is not in your run store, so it is read-only"
+
+
+def _own_run(run_id: str, action: str) -> RunInfo:
+    """The user's run with this id; DigitLabError when there is none or the run is read-only."""
+    from core.errors import DigitLabError
+
+    matches = [r for r in list_runs() if r.id == run_id]
+    if not matches:
+        raise DigitLabError(f"No run with id {run_id!r}; `python -m core runs` lists them.")
+    for r in matches:  # ids are unique in practice; an own run wins over a shipped one with the same name
+        if not read_only_reason(r):
+            return r
+    raise DigitLabError(f"Cannot {action} run {run_id!r}: {read_only_reason(matches[0])}.")
+
+
+def rename_run(run_id: str, title: str) -> RunInfo:
+    """Give one of the user's runs a new title (run.json's `title`, rewritten atomically); return the run.
+
+    Shipped and reference runs are read-only, and a damaged run.json is not rewritten (DigitLabError).
+    """
+    from core.errors import DigitLabError
+
+    config.require_writable("renaming runs")
+    clean = " ".join(str(title).split())  # one line: a title is a table cell and a legend entry
+    if not clean:
+        raise DigitLabError("A run's title cannot be empty.")
+    if len(clean) > MAX_TITLE_LENGTH:
+        raise DigitLabError(f"A run's title can have at most {MAX_TITLE_LENGTH} characters; got {len(clean)}.")
+    run = _own_run(run_id, "rename")
+    if run.status == "damaged":  # update_info would replace the unreadable run.json with almost nothing
+        raise DigitLabError(f"Cannot rename run {run_id!r}: its files cannot be read ({run.problem}). "
+                            "Delete it, or repair its files first.")
+    RunWriter(Path(run.path)).update_info(title=clean)
+    return load_project_run(Path(run.path)) or run
+
+
+def _active_job_for(path: Path) -> int | None:
+    """The id of a queued or running job that writes into `path`, if any."""
+    from core import jobs
+
+    for job in jobs.list_jobs(limit=1000):
+        if job.status in ("queued", "running") and job.run_dir and Path(job.run_dir).resolve() == path.resolve():
+            return job.id
+    return None
+
+
+def delete_run(run_id: str) -> None:
+    """Delete one of the user's runs: its folder and every file in it.
+
+    The folder is first renamed to a hidden trash name in one `os.replace` (the run disappears from every
+    listing at once, never half-deleted), then removed. Shipped and reference runs are refused, and so is a
+    run that is still training (cancel its job first), with a DigitLabError naming why.
+    """
+    from core.errors import DigitLabError
+
+    config.require_writable("deleting runs")
+    run = _own_run(run_id, "delete")
+    path = Path(run.path)
+    job_id = _active_job_for(path)
+    if job_id is not None or run.status == "running":
+        how = f"cancel job {job_id} first" if job_id is not None else "stop its training first"
+        raise DigitLabError(f"Cannot delete run {run_id!r}: it is still training; {how}.")
+    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(path, trash)
+    except OSError as e:
+        raise storage_error(e, path.parent, "delete the run") from None
+    # Removal can fail halfway (permissions, a file in use); the hidden trash folder is then never listed,
+    # and the next delete tries again.
+    for leftover in [trash, *path.parent.glob(".trash-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+# --- settings side by side ------------------------------------------------------------------------------------
+
+#: Settings every run can state (reference runs too), shown first; then the rest of config.json.
+COMMON_SETTINGS = ("architecture", "dataset", "epochs run", "batch_size", "params", "trainable_params")
+
+
+def run_settings(run: RunInfo) -> dict:
+    """What a run was trained with, as {setting: value}: the common settings, then its config.json keys,
+    its device and weights. Reference runs have only what was published (no config.json); missing values are
+    left out, never invented."""
+    cfg = dict(run.extra.get("config", {})) if run.kind == "project" else {}
+    out = {"architecture": run.architecture, "dataset": run.dataset, "epochs run": run.epochs,
+           "batch_size": run.batch_size if run.batch_size is not None else cfg.get("batch_size"),
+           "params": run.params, "trainable_params": run.trainable_params}
+    for key, value in cfg.items():
+        if key not in ("architecture", "dataset", "batch_size"):  # shown above (architecture by its name)
+            out[key] = value
+    if run.device:
+        out["device"] = run.device
+    return {k: v for k, v in out.items() if v is not None and v != ""}
