@@ -193,8 +193,84 @@ def backbone_of(model):
     return None
 
 
+#: Model files a user may bring: Keras 3's .keras and the legacy HDF5 .h5.
+MODEL_SUFFIXES = (".keras", ".h5")
+
+
+def resolve_model_path(spec: str | Path | None = None) -> Path:
+    """The model file for `--model`: None is the shipped reused model; a file; a run folder; or a run id."""
+    if spec in (None, ""):
+        return reused_model_path()
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        p = p / "model.keras"
+    if p.is_file():
+        return p
+    if not p.suffix and "/" not in str(spec):  # looks like a run id (`python -m core runs` lists them)
+        from core.runs import get_run
+
+        run = get_run(str(spec))
+        if not run.has_model:
+            raise ModelError(f"Run {spec!r} has no model file here ({run.status}).")
+        return Path(run.path) / "model.keras"
+    raise ModelError(f"No model file at {p}. Give a .keras or .h5 file, a run folder, or a run id "
+                     "(`python -m core runs` lists them).")
+
+
+def _model_config(path: Path) -> dict | None:
+    """The architecture stored in a model file, read without building anything (None when unreadable)."""
+    import json
+    import zipfile
+
+    try:
+        if path.suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+            raw = raw.decode() if isinstance(raw, bytes) else raw
+            return json.loads(raw) if raw else None
+        with zipfile.ZipFile(path) as zf:
+            return json.loads(zf.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _layer_classes(cfg) -> list[tuple[str, str]]:
+    """(class_name, module) of every layer in a Keras config, nested models included."""
+    found = []
+    if isinstance(cfg, dict):
+        if "class_name" in cfg and isinstance(cfg.get("config"), dict):
+            found.append((str(cfg["class_name"]), str(cfg.get("module") or "")))
+        for v in cfg.values():
+            found += _layer_classes(v)
+    elif isinstance(cfg, list):
+        for v in cfg:
+            found += _layer_classes(v)
+    return found
+
+
+def check_model_file(path: Path) -> None:
+    """Refuse files whose loading would run code: Lambda layers and custom (non-Keras) classes.
+
+    Keras' safe mode refuses Lambda layers in .keras files; legacy .h5 files are not covered by it, so the
+    stored architecture is inspected first, for both formats, with one message that says why.
+    """
+    cfg = _model_config(path)
+    if cfg is None:
+        return  # not readable as a model: load_model says so
+    for name, module in _layer_classes(cfg):
+        if name == "Lambda":
+            raise ModelError(f"{path.name} contains a Lambda layer: loading it would run Python code stored in "
+                             "the file, which is refused for safety. Rebuild the model with built-in Keras "
+                             "layers, or save it without the Lambda layer.")
+        if module and not module.startswith("keras"):
+            raise ModelError(f"{path.name} uses a custom class {name!r} from {module!r}: only built-in Keras "
+                             "layers can be loaded safely here (custom code is never imported from a file).")
+
+
 def load_model(path: str | Path):
-    """Load a saved .keras model (inference only, not compiled)."""
+    """Load a saved .keras or .h5 model (inference only, not compiled), in Keras' safe mode."""
     import keras
 
     p = Path(path)
@@ -202,10 +278,118 @@ def load_model(path: str | Path):
         p = p / "model.keras"
     if not p.is_file():
         raise ModelError(f"No model file at {p}.")
+    if p.suffix.lower() not in MODEL_SUFFIXES:
+        raise ModelError(f"{p.name}: a model must be a .keras or .h5 file.")
+    check_model_file(p)
     try:
-        return keras.saving.load_model(p, compile=False)
+        return keras.saving.load_model(p, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types for a bad file; the user needs one message
-        raise ModelError(f"Could not load the model at {p}: {e}") from e
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Lambda" in text or "safe_mode" in text:
+            raise ModelError(f"{p.name} contains code (a Lambda layer) that safe loading refuses.") from None
+        if "Could not locate" in text or "Unknown" in text:
+            raise ModelError(f"{p.name} uses a custom layer or function that is not part of Keras; only "
+                             "built-in layers can be loaded.") from None
+        raise ModelError(f"Could not load the model at {p.name}: {text}") from None
+
+
+def input_kind(input_shape) -> tuple[str, int, int]:
+    """How a model takes a digit: ("flat", 784, 1), ("gray2d", 28, 1) or ("image", side, channels).
+
+    Raises ModelError naming the shape when it is not one of those (a digit is square, gray or RGB).
+    """
+    shape = tuple(input_shape[1:])
+    if len(shape) == 1 and shape[0] is not None and int(np.sqrt(shape[0])) ** 2 == shape[0]:
+        return "flat", int(np.sqrt(shape[0])), 1
+    if len(shape) == 2 and shape[0] == shape[1] and shape[0]:
+        return "gray2d", int(shape[0]), 1
+    if len(shape) == 3 and shape[0] == shape[1] and shape[0] and shape[2] in (1, 3):
+        return "image", int(shape[0]), int(shape[2])
+    raise ModelError(f"The model's input shape {shape} is not a digit image: expected (784,) or (N*N,), (N, N), "
+                     "(N, N, 1) or (N, N, 3) with N from 8 to 256.")
+
+
+def check_model(model) -> None:
+    """One image in, ten digit classes out: refuse anything else with a message naming the shapes."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelError(f"The model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; one of "
+                         "each is needed (a digit image in, 10 class scores out).")
+    kind, side, _ = input_kind(model.input_shape)
+    if not 8 <= side <= 256:
+        raise ModelError(f"The model's input side is {side} pixels; 8 to 256 are supported.")
+    out = tuple(model.output_shape[1:])
+    if out != (10,):
+        raise ModelError(f"The model outputs shape {out}; a digit classifier outputs 10 classes (0-9).")
+
+
+def adapt_inputs(x: np.ndarray, input_shape) -> np.ndarray:
+    """(n, 28, 28, 1) model inputs in [0, 1] reshaped or resized to what a model takes (see input_kind)."""
+    import cv2
+
+    kind, side, channels = input_kind(input_shape)
+    if side != 28:
+        x = np.stack([cv2.resize(a[:, :, 0], (side, side), interpolation=cv2.INTER_AREA if side < 28
+                                 else cv2.INTER_LINEAR) for a in x])[..., None] if len(x) else \
+            np.zeros((0, side, side, 1), np.float32)
+    if kind == "flat":
+        return x.reshape(len(x), side * side)
+    if kind == "gray2d":
+        return x[:, :, :, 0]
+    return np.repeat(x, 3, axis=3) if channels == 3 else x
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_identity(path: str | Path, model=None) -> dict:
+    """Who the model under test is: name, parameters, input shape, SHA-256 of the file, what it learnt from."""
+    path = Path(path)
+    info = {"file": path.name, "sha256": file_sha256(path)}
+    if model is not None:
+        info.update(name=model.name, params=int(model.count_params()),
+                    input_shape=list(model.input_shape[1:]), outputs=int(model.output_shape[-1]))
+    run_json = path.parent / "run.json"
+    if path.name == "model.keras" and run_json.is_file():  # a run folder says what it was trained on
+        import json
+
+        try:
+            run = json.loads(run_json.read_text(encoding="utf-8"))
+            data = run.get("data", {}).get("train", {}) if isinstance(run.get("data"), dict) else {}
+            info.update(run=run.get("id", path.parent.name), title=run.get("title", ""),
+                        trained_on=data.get("provenance") or run.get("source") or run.get("dataset", ""))
+        except (OSError, ValueError, AttributeError):
+            pass
+    info.setdefault("trained_on", "not known (an uploaded file)")
+    return info
+
+
+def save_uploaded_model(data: bytes, name: str) -> Path:
+    """Keep an uploaded model file under <data home>/models/<sha256>.<suffix> (atomically); checks it loads."""
+    import hashlib
+
+    from core.storage import atomic_write_bytes
+
+    suffix = Path(name).suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise ModelError(f"{name}: a model must be a .keras or .h5 file.")
+    if not data:
+        raise ModelError(f"{name}: the file is empty.")
+    path = config.data_home() / "models" / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    try:
+        check_model(load_model(path))
+    except ModelError as e:
+        path.unlink(missing_ok=True)
+        raise ModelError(str(e).replace(path.name, name)) from None
+    return path
 
 
 def reused_model_path() -> Path:
@@ -224,24 +408,41 @@ class Predictor:
 
         self.model = model
         shape = (None,) + tuple(model.input_shape[1:])
+        self._native = tuple(model.input_shape[1:]) in ((28, 28, 1),)
         self._call = tf.function(lambda x: model(x, training=False),
                                  input_signature=[tf.TensorSpec(shape, tf.float32)])
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Predictor":
-        return cls(load_model(path or reused_model_path()))
+        """The predictor of a model file (None: the shipped reused model), checked to classify digits."""
+        model = load_model(resolve_model_path(path))
+        check_model(model)
+        return cls(model)
 
     def outputs(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """The model's outputs (probabilities, or features for a feature extractor) for inputs (n, 28, 28[, 1])."""
+        """The model's outputs (probabilities, or features for a feature extractor) for inputs (n, 28, 28[, 1]).
+
+        A model that takes another input (flat 784, 28x28, 32x32x3...) gets the same digits reshaped or
+        resized to it (adapt_inputs): every model sees the same reframed 28x28 image.
+        """
         x = to_model_input(X)
+        if not self._native:
+            x = adapt_inputs(x, self.model.input_shape).astype(np.float32)
         if len(x) == 0:
             return np.zeros((0,) + tuple(self.model.output_shape[1:]), np.float32)
         out = [self._call(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out).astype(np.float32)
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities, shape (n, 10), for model inputs X of shape (n, 28, 28[, 1])."""
-        return self.outputs(X, batch_size)
+        """Class probabilities, shape (n, 10), for model inputs X of shape (n, 28, 28[, 1]).
+
+        A model that ends in logits (its rows do not sum to 1) gets a softmax, so confidences compare.
+        """
+        p = self.outputs(X, batch_size)
+        if len(p) and ((np.abs(p.sum(axis=1) - 1) > 1e-3).any() or (p < 0).any()):
+            z = p - p.max(axis=1, keepdims=True)
+            p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        return p
 
 
 @dataclass(frozen=True)
