@@ -196,7 +196,8 @@ def test_cli_renames_and_deletes_own_runs(capsys):
     assert cli.main(["runs", "rename", "r1", "From the CLI", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "From the CLI"
     assert cli.main(["runs", "delete", "reused-cnn", "--json"]) == 2
-    assert "read-only" in json.loads(capsys.readouterr().out)["error"]
+    refused = capsys.readouterr()
+    assert "read-only" in refused.out + refused.err and (runs.config.REUSED_MODEL_DIR / "run.json").exists()
     assert cli.main(["runs", "delete", "r1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"id": "r1", "deleted": True}
     assert not (runs.user_runs_dir() / "r1").exists()
