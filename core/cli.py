@@ -17,19 +17,23 @@ def _print(data, as_json: bool, text: str) -> None:
 
 
 def cmd_predict(args) -> int:
-    from core.images import read_image
+    from core.images import display_name, failure_reason, read_image
     from core.models import Predictor, classify
 
     predictor = Predictor.load(args.model)
     results, failed = [], 0
     for f in args.images:
+        shown = display_name(f)
         try:
             pred = classify(predictor, read_image(f), args.reframing)
-            results.append({"file": f, **pred.as_dict()})
-        except DigitLabError as e:
+            results.append({"file": shown, **pred.as_dict()})
+        except Exception as e:  # whatever one file raises (OS, decoder, OpenCV), it is that file's error only
             failed += 1
-            results.append({"file": f, "digit": None, "confidence": None, "probabilities": None,
-                            "reframing": args.reframing, "blank": None, "error": str(e)})
+            reason = failure_reason(e)
+            if not isinstance(e, DigitLabError):
+                reason = f"{shown}: {reason}."
+            results.append({"file": shown, "digit": None, "confidence": None, "probabilities": None,
+                            "reframing": args.reframing, "blank": None, "error": display_name(reason)})
     lines = []
     for r in results:
         if r.get("error"):
@@ -53,6 +57,8 @@ def cmd_evaluate(args) -> int:
         model_path = model_path / "model.keras"
     ev = evaluate(Predictor.load(model_path), dataset, args.reframing, model_path=model_path,
                   use_cache=not args.no_cache)
+    for warning in ev.warnings:  # e.g. the cache could not be written: the result stands, the user is told
+        print(f"warning: {warning}", file=sys.stderr)
     out = ev.as_dict()
     out["target"] = args.target
     lines = [f"{args.target}: {ev.n} images ({dataset.provenance}), reframing {args.reframing}",
@@ -64,6 +70,7 @@ def cmd_evaluate(args) -> int:
               f"{r['recall']:.4f}  {r['precision']:.4f}  {r['f1']:.4f}" for r in out["per_digit"]]
     if dataset.missing_classes():
         lines.append(f"no images of digit(s) {dataset.missing_classes()}")
+    lines += [f"skipped {s}" for s in ev.skipped[:20]] + (["..."] if len(ev.skipped) > 20 else [])
     _print(out, args.json, "\n".join(lines))
     return 0
 
@@ -81,8 +88,8 @@ def cmd_evaluate_numbers(args) -> int:
     out = numbers.evaluate_numbers(Predictor.load(args.model), images, labels, args.reframing)
     out.update({"target": args.target, "provenance": provenance, "skipped": len(skipped), "skipped_files": skipped})
     per = ", ".join(f"{r['digits']} digit(s): {r['accuracy']:.2%} of {r['n']}" for r in out["per_length"])
-    _print(out, args.json, f"{provenance}: {out['accuracy']:.2%} of numbers read exactly right ({per}); "
-           f"skipped {len(skipped)}")
+    _print(out, args.json, "\n".join([f"{provenance}: {out['accuracy']:.2%} of numbers read exactly right ({per}); "
+                                      f"skipped {len(skipped)}"] + [f"skipped {s}" for s in skipped[:20]]))
     return 0
 
 

@@ -621,3 +621,76 @@ def test_real_read_only_data_folder(tmp_path, home):
 # --- the command line: exit statuses, JSON, no traceback (one TensorFlow import per run, so few runs) ----
 
 
+def run_cli(tmp_path: Path, *args: str, home: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TMPDIR=str(tmp_path / "system-tmp"), DIGITLAB_HOME=str(home or os.environ["DIGITLAB_HOME"]))
+    (tmp_path / "system-tmp").mkdir(exist_ok=True)
+    r = subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert_plain(r.stdout + r.stderr)
+    assert not any((tmp_path / "system-tmp").iterdir())
+    return r
+
+
+def test_cli_predict_reports_every_file_and_goes_on(tmp_path, home):
+    files = {"good.png": GOOD, "float.tiff": float_tiff(), "empty.png": b"", "strip.png": strip_png(),
+             "nan.tiff": float_tiff(nan=True)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    paths = [str(tmp_path / n) for n in files] + [str(tmp_path / ("a" * 300 + ".png")), str(tmp_path / "none.png"),
+                                                   str(tmp_path)]
+    r = run_cli(tmp_path, "predict", *paths, "--json")
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert [o["file"] for o in out] == paths
+    assert out[0]["digit"] is not None and out[1]["digit"] is not None and not out[0].get("error")
+    errors = [o["error"] for o in out[2:]]
+    for error, expected in zip(errors, ["empty", "too elongated", "NaN", "too long for the file system",
+                                        "no such file", "not a file"]):
+        assert expected in error, errors
+    assert_collected_unchanged(home)
+
+
+def test_cli_evaluate_folder_and_zip_list_skipped_files(tmp_path, home):
+    make_folder(tmp_path / "corpus")
+    r = run_cli(tmp_path, "evaluate", "--target", str(tmp_path / "corpus" / "digits"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 11 and out["skipped"] == len(out["skipped_files"]) == 13  # see make_folder
+    assert any(s.startswith("7/strip.png: ") and "too elongated" in s for s in out["skipped_files"])
+    shutil.rmtree(tmp_path / "corpus")
+    data, expected = damaged_zip()
+    (tmp_path / "mydigits.zip").write_bytes(data)
+    (tmp_path / "many.zip").write_bytes(_many_members())
+    r = run_cli(tmp_path, "evaluate", "--target", str(tmp_path / "mydigits.zip"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 11 and len(out["skipped_files"]) == len(expected)
+    assert any("CRC check failed" in s for s in out["skipped_files"])
+    r = run_cli(tmp_path, "evaluate", "--target", str(tmp_path / "many.zip"), "--json")
+    assert r.returncode == 2 and "many.zip: the archive holds 10,000 files; the limit is 5,000." in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "many.zip", "mydigits.zip", "system-tmp"]
+    assert_collected_unchanged(home)
+
+
+def test_cli_evaluate_with_an_unwritable_data_folder_warns_once(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")  # every write under it fails (ENOTDIR)
+    r = run_cli(tmp_path, "evaluate", "--target", "sklearn-digits", "--json", home=blocker / "home")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 1797 and len(out["warnings"]) == 1 and "not cached" in out["warnings"][0]
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning: ")] == [
+        f"warning: {out['warnings'][0]}"]
+
+
+def test_cli_evaluate_numbers_folder_with_bad_files(tmp_path):
+    folder = tmp_path / "numbers"
+    folder.mkdir()
+    (folder / "17_0001.png").write_bytes(png(np.hstack([digit(8), digit(8)])))
+    (folder / "3_0002.png").write_bytes(b"")
+    (folder / "4_0003.png").write_bytes(strip_png())
+    r = run_cli(tmp_path, "evaluate-numbers", "--target", str(folder), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 1 and out["skipped"] == 2
+    assert sorted(s.split(":")[0] for s in out["skipped_files"]) == ["3_0002.png", "4_0003.png"]
