@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -126,7 +127,9 @@ def cmd_train(args) -> int:
         _print(job.as_dict(), args.json, f"queued job {job.id} ({cfg.architecture}); follow it with "
                f"`python -m core jobs`, cancel with `python -m core jobs cancel {job.id}`")
         return 0
-    out = Path(args.out) if args.out else runs.user_runs_dir() / runs.new_run_id(cfg.architecture)
+    out = Path(args.out) if args.out else runs.allocate_run_dir(cfg.architecture)
+    # `kill` (SIGTERM) stops a foreground run like Ctrl-C does, so the run is marked interrupted at once.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     log = None if args.json else (lambda row: print(
         f"epoch {row['epoch']:>3}  loss {row.get('loss', float('nan')):.4f}  acc {row.get('accuracy', 0):.4f}  "
         f"val_loss {row.get('val_loss', float('nan')):.4f}  val_acc {row.get('val_accuracy', 0):.4f}  "
@@ -158,9 +161,11 @@ def cmd_runs(args) -> int:
         d = r.as_dict()
         d.pop("history_file", None)
         out.append(d)
-    lines = [f"{'id':<34} {'kind':<9} {'arch':<11} {'epochs':>6} {'test acc':>8}  dataset"]
-    lines += [f"{r.id:<34} {r.kind:<9} {r.architecture:<11} {r.epochs:>6} "
-              f"{'' if r.test_accuracy is None else f'{r.test_accuracy:.4f}':>8}  {r.dataset}" for r in runs]
+    lines = [f"{'id':<34} {'kind':<9} {'status':<11} {'arch':<11} {'epochs':>6} {'test acc':>8}  dataset"]
+    lines += [f"{r.id:<34} {r.kind:<9} {r.status:<11} {r.architecture:<11} {r.epochs:>6} "
+              f"{'' if r.test_accuracy is None else f'{r.test_accuracy:.4f}':>8}  {r.dataset}"
+              + (f"\n{'':<34} {r.status}: {r.problem}" if r.status in ("damaged", "interrupted") else "")
+              for r in runs]
     _print(out, args.json, "\n".join(lines))
     return 0
 
@@ -172,11 +177,11 @@ def cmd_jobs(args) -> int:
         if args.id is None:
             raise DigitLabError("Say which job: `python -m core jobs cancel ID`.")
         job = jobs.cancel(args.id)
-        _print(job.as_dict(), args.json, f"job {job.id}: {job.status}"
-               + (" (stops after the current epoch)" if job.cancel_requested and job.status == "running" else ""))
+        _print(job.as_dict(), args.json, f"job {job.id}: {job.shown_status}"
+               + (" (stops after the current epoch)" if job.shown_status == "cancelling" else ""))
         return 0
-    listed = jobs.list_jobs()
-    lines = [f"{j.id:>4} {j.status:<9} {j.config['architecture']:<11} epoch {j.epoch}/{j.epochs}"
+    listed = jobs.list_jobs(start_worker=True)  # queued jobs whose worker died get a new one
+    lines = [f"{j.id:>4} {j.shown_status:<10} {j.what:<11} epoch {j.epoch}/{j.epochs}"
              + (f"  error: {j.error.splitlines()[0]}" if j.error else "") for j in listed]
     _print([j.as_dict() for j in listed], args.json, "\n".join(lines) or "no jobs")
     return 0
@@ -208,6 +213,69 @@ def cmd_variants(args) -> int:
                      f"{w['accuracy']:.2%} ({w['source']}, {w['variant']})")
     lines.append(f"best on all variants together: {choice['method']} (current default: {DEFAULT_METHOD})")
     _print(data, args.json, "\n".join(lines))
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def cmd_adapt(args) -> int:
+    from core import adaptation
+    from core.datasets import load_target
+
+    dataset = load_target(args.target)
+    shots = args.shots or list(adaptation.DEFAULT_SHOTS)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    keep = []
+    for item in args.keep or []:
+        strategy, _, k = item.partition(":")
+        if not k.isdigit():
+            raise DigitLabError(f"--keep takes STRATEGY:SHOTS, e.g. fine-tune:10; got {item!r}.")
+        keep.append((strategy, int(k)))
+    if args.background:
+        from core import jobs
+
+        job = jobs.submit_adaptation({"target": args.target, "model": args.model, "shots": shots,
+                                      "strategies": strategies, "seeds": args.seeds,
+                                      "test_fraction": args.test_fraction, "reframing": args.reframing,
+                                      "keep": keep}, title=args.title)
+        _print(job.as_dict(), args.json, f"queued adaptation job {job.id}; follow it with `python -m core jobs`")
+        return 0
+    report = None if args.json else (lambda done, total, what: print(f"[{done}/{total}] {what}", flush=True))
+    result = adaptation.adapt(dataset, args.model, shots, strategies, args.seeds, args.test_fraction,
+                              args.reframing, progress=report, keep=keep)
+    out = result.as_dict()
+    lines = [f"{result.target}: zero-shot {result.zero_shot:.2%} on {result.n_test} test images "
+             f"(MNIST {result.zero_shot_mnist:.2%}); {result.n_pool} images to draw labels from"]
+    lines += [f"{r['strategy']:<11} k={r['shots']:<3} {r['mean']:.2%} +- {r['std']:.2%} over {r['n']} seeds; "
+              f"MNIST after: {r['mnist_mean']:.2%}" for r in out["summary"]]
+    if result.skipped_shots:
+        lines.append(f"skipped k={result.skipped_shots}: the smallest class has too few images")
+    lines += [f"kept {k['strategy']} k={k['shots']} as run {k['run_id']}" for k in result.kept]
+    _print(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_shift(args) -> int:
+    from core import shift
+    from core.datasets import load_target
+
+    target = load_target(args.target)
+    source = shift.load_source()
+    result = shift.analyse(shift.domain_properties(source, args.reframing),
+                           shift.domain_properties(target, args.reframing))
+    out = result.as_dict()
+    out["target"] = args.target
+    lines = [f"{args.target} ({result.target.provenance}, {len(result.target)} images) vs {source.provenance} "
+             f"({len(result.source)}), reframing {args.reframing}",
+             "Wasserstein distance per property, before -> after reframing (SD: divided by MNIST's spread):"]
+    lines += ["  " + shift.sentence_for(row) for row in out["distances"]]
+    lines += [""] + result.explanation
+    _print(out, args.json, "\n".join(lines))
     return 0
 
 
@@ -287,13 +355,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_variants)
 
+    p = sub.add_parser("adapt", help="few-shot adaptation: what k labelled target digits per class buy")
+    p.add_argument("--target", required=True, help="sklearn-digits | mnist-test | collected | a folder or .zip")
+    p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
+    p.add_argument("--shots", type=_int_list, help="labelled images per class, e.g. 1,5,10 "
+                                                   "(default 1,2,5,10,20,50 where the set allows)")
+    p.add_argument("--strategies", default="last-layer,fine-tune,scratch",
+                   help="comma-separated: last-layer, fine-tune, scratch")
+    p.add_argument("--seeds", type=int, default=3, help="repetitions of each (strategy, k)")
+    p.add_argument("--test-fraction", type=float, default=0.5, help="share of the target set kept for testing")
+    p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
+    p.add_argument("--keep", action="append", metavar="STRATEGY:SHOTS",
+                   help="save that adapted model (seed 0) as a run, e.g. --keep fine-tune:10")
+    p.add_argument("--background", action="store_true", help="queue it as a background job and return")
+    p.add_argument("--title", help="a title for the background job")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser("shift", help="domain shift: image properties of MNIST and a target, before and after "
+                                     "reframing, with distances and plain-word explanation")
+    p.add_argument("--target", required=True, help="sklearn-digits | mnist-test | collected | a folder or .zip")
+    p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_shift)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A DigitLabError is printed plainly (and as {"error": ...} with --json), exit status 2;
+    anything unexpected gets one line naming the log file that holds its traceback, exit status 1."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except DigitLabError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _report_error(args, str(e))
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug or an unforeseen fault: no traceback for the user, all of it in the log
+        log = _log_traceback()
+        _report_error(args, f"unexpected {type(e).__name__}: {e}" + (f" (details in {log})" if log else ""))
+        return 1
+
+
+def _report_error(args, message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}, indent=2))
+
+
+def _log_traceback() -> Path | None:
+    """Append the current exception's traceback to <data home>/logs/cli.log; None when it cannot be written."""
+    import time
+    import traceback
+
+    from core.config import data_home
+
+    log = data_home() / "logs" / "cli.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
+        return log
+    except OSError:
+        return None

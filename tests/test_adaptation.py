@@ -1,0 +1,108 @@
+"""Few-shot adaptation: a fixed stratified test part, k per class, every strategy, seeds, the shipped model kept."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from core import adaptation, cli, jobs, runs
+from core.adaptation import FitSettings, max_shots, sample_shots, split_target
+from core.datasets import load_sklearn_digits
+from core.errors import DatasetError, InvalidOptionError
+from core.models import reused_model_path
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    """A few gradient steps per fit: these tests check the mechanics, not the accuracy."""
+    monkeypatch.setattr(adaptation, "SETTINGS", {k: FitSettings(5, 16, v.learning_rate, v.replay)
+                                                 for k, v in adaptation.SETTINGS.items()})
+    monkeypatch.setattr(adaptation, "MNIST_CHECK_SIZE", 200)
+
+
+def small_target(per_class=12):
+    ds = load_sklearn_digits()
+    idx = np.concatenate([np.flatnonzero(ds.labels == d)[:per_class] for d in range(10)])
+    return ds.subset(idx, name="small-digits")
+
+
+def test_the_test_part_is_stratified_and_the_same_for_every_call():
+    labels = np.repeat(np.arange(10), 6)
+    pool, test = split_target(labels, 0.5, random_state=0)
+    pool2, test2 = split_target(labels, 0.5, random_state=0)
+    assert np.array_equal(test, test2) and np.array_equal(pool, pool2)
+    assert not set(pool) & set(test) and np.bincount(labels[test]).tolist() == [3] * 10
+
+
+@pytest.mark.parametrize("shots", [1, 2, 3])
+def test_k_images_per_class_from_the_pool_and_seeds_differ(shots):
+    labels = np.repeat(np.arange(10), 8)
+    pool, _ = split_target(labels, 0.5)
+    a, b = sample_shots(labels, pool, shots, seed=0), sample_shots(labels, pool, shots, seed=1)
+    assert np.bincount(labels[a]).tolist() == [shots] * 10 and set(a) <= set(pool)
+    assert not np.array_equal(a, b)
+    assert max_shots(labels, pool) == 4
+
+
+def test_a_class_with_one_image_cannot_be_split():
+    with pytest.raises(DatasetError, match="at least 2 images"):
+        split_target(np.array([0, 0, 1, 1, 2]), 0.5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"strategies": ["magic"]}, "last-layer, fine-tune, scratch"),
+    ({"seeds": 0}, "seeds must be an integer from 1 to 20"),
+    ({"shots": [0]}, "shots must be"),
+    ({"test_fraction": 0.99}, "test_fraction must be a number from 0.05 to 0.95"),
+    ({"method": "fancy"}, "naive, paper, mnist"),
+])
+def test_bad_settings_name_the_valid_values(kwargs, message):
+    with pytest.raises(InvalidOptionError, match=message):
+        adaptation.adapt(small_target(), **kwargs)
+
+
+def test_learning_curve_rows_summary_skipped_shots_and_the_model_file_unchanged(quick):
+    before = hashlib.sha256(reused_model_path().read_bytes()).hexdigest()
+    seen = []
+    r = adaptation.adapt(small_target(), shots=[1, 2, 50], seeds=2, progress=lambda d, t, w: seen.append((d, t)),
+                         keep=[("fine-tune", 2)])
+    assert r.n_test == 60 and r.n_pool == 60 and r.skipped_shots == [50]  # 6 per class in the pool
+    assert len(r.results) == 3 * 2 * 2 and seen[-1] == (12, 12)
+    assert all(0 <= x["accuracy"] <= 1 and 0 <= x["mnist_accuracy"] <= 1 for x in r.results)
+    summary = r.as_dict()["summary"]
+    assert {(s["strategy"], s["shots"]) for s in summary} == {(s, k) for s in adaptation.STRATEGIES for k in (1, 2)}
+    row = next(s for s in summary if s["strategy"] == "scratch" and s["shots"] == 1)
+    accs = [x["accuracy"] for x in r.results if x["strategy"] == "scratch" and x["shots"] == 1]
+    assert row["mean"] == pytest.approx(np.mean(accs)) and row["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert hashlib.sha256(reused_model_path().read_bytes()).hexdigest() == before
+    kept = runs.load_project_run(runs.Path(r.kept[0]["path"]))
+    assert kept.status == "done" and kept.has_model and "Adapted (fine-tune, 2 per class)" in kept.title
+
+
+def test_cli_adapt_json_shape(quick, capsys):
+    status = cli.main(["adapt", "--target", "sklearn-digits", "--shots", "1", "--seeds", "1",
+                       "--strategies", "last-layer", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert {"target", "n_test", "zero_shot", "results", "summary"} <= set(out)
+    assert out["results"][0].keys() >= {"strategy", "shots", "seed", "accuracy", "mnist_accuracy"}
+    assert out["summary"][0].keys() >= {"mean", "std"} and out["n_test"] == 899
+
+
+def test_an_adaptation_job_runs_in_the_queue_and_its_result_is_kept(quick):
+    job = jobs.submit_adaptation({"target": "sklearn-digits", "model": None, "shots": [1], "strategies":
+                                  ["last-layer"], "seeds": 1, "test_fraction": 0.5, "reframing": "paper",
+                                  "keep": []}, start_worker=False)
+    assert job.what == "adaptation" and job.epochs == 1
+    assert jobs.run_worker(once=True) == 1
+    done = jobs.get_job(job.id)
+    assert done.status == "done" and done.epoch == 1
+    saved = adaptation.load_results("sklearn-digits")
+    assert saved and saved[0]["results"][0]["strategy"] == "last-layer"
+
+
+def test_ten_labels_per_class_lift_scikit_learn_digits_above_zero_shot():
+    """The real settings, one seed: k=10 must beat zero-shot clearly (the README's figures use 3 seeds)."""
+    r = adaptation.adapt(load_sklearn_digits(), shots=[10], seeds=1, strategies=["fine-tune"])
+    assert r.results[0]["accuracy"] >= 0.975 > r.zero_shot
+    assert r.results[0]["mnist_accuracy"] >= r.zero_shot_mnist - 0.01  # replay: MNIST is not forgotten
