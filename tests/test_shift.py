@@ -1,0 +1,264 @@
+"""core.shift: image properties with known answers, distances, explanations that follow the numbers, the model's
+penultimate features, the Domain shift page and `python -m core shift --json`."""
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import shift
+from core.datasets import Dataset
+
+TIMEOUT = 180
+
+
+def blank28():
+    return np.zeros((28, 28), np.float32)
+
+
+def bar(horizontal=True):
+    img = blank28()
+    if horizontal:
+        img[13:16, 4:24] = 1.0  # 20 wide, 3 high
+    else:
+        img[4:24, 13:16] = 1.0
+    return img
+
+
+def stroke(p0, p1, width=2):
+    img = np.zeros((28, 28), np.uint8)
+    cv2.line(img, p0, p1, 255, width)
+    return img.astype(np.float32) / 255
+
+
+def props(*images, **kw):
+    return shift.property_table(np.stack(images), **kw)
+
+
+# --- properties with known answers -----------------------------------------------------------------------------
+
+def test_a_horizontal_bar_is_wide_and_a_vertical_bar_is_tall():
+    t = props(bar(True), bar(False))
+    assert t.at[0, "aspect"] == pytest.approx(20 / 3)
+    assert t.at[1, "aspect"] == pytest.approx(3 / 20)
+    assert list(t["size"]) == [20, 20]
+    assert t.at[0, "ink_share"] == pytest.approx(60 / 784)
+
+
+def test_stroke_width_of_a_bar_is_its_thickness_at_mnist_size():
+    t = props(bar(True))
+    assert t.at[0, "stroke_width"] == pytest.approx(3.0)  # 3 px thick, and the digit is already 20 px long
+    small = blank28()
+    small[13:16, 9:19] = 1.0  # the same pen on a digit half as long: twice as thick at MNIST's size
+    assert props(small).at[0, "stroke_width"] == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("p0, p1, sign", [((8, 22), (20, 6), 1), ((8, 6), (20, 22), -1), ((14, 4), (14, 23), 0)])
+def test_slant_leans_right_positive_left_negative_upright_zero(p0, p1, sign):
+    slant = props(stroke(p0, p1)).at[0, "slant"]
+    if sign == 0:
+        assert abs(slant) < 0.05
+    else:
+        assert np.sign(slant) == sign and abs(slant) > 0.5
+
+
+def test_centre_of_mass_offset_of_a_centred_and_an_off_centre_blob():
+    centred, off = blank28(), blank28()
+    centred[10:18, 10:18] = 1.0  # centre 13.5, 13.5: the frame's centre
+    off[10:18, 4:12] = 1.0  # centre 7.5, 13.5: 6 px to the left
+    t = props(centred, off)
+    assert t.at[0, "com_offset"] == pytest.approx(0.0, abs=1e-6)
+    assert t.at[1, "com_offset"] == pytest.approx(6.0)
+
+
+def test_grey_levels_of_a_one_bit_and_an_antialiased_image():
+    one_bit = bar(True)
+    soft = cv2.GaussianBlur(one_bit, (5, 5), 1.0)
+    t = props(one_bit, soft)
+    assert t.at[0, "grey_levels"] == 2
+    assert t.at[1, "grey_levels"] > 10
+
+
+def test_dark_ink_on_light_paper_has_the_same_shape_and_a_light_background():
+    light, dark = bar(True), 1.0 - bar(True)
+    t = props(light, dark)
+    assert t.at[0, "background"] == 0 and t.at[1, "background"] == 1
+    shape = ["ink_share", "size", "aspect", "com_offset", "slant", "stroke_width", "grey_levels"]
+    pd.testing.assert_series_equal(t.loc[0, shape], t.loc[1, shape], check_names=False)
+
+
+def test_an_image_without_ink_gives_numbers_not_errors():
+    t = props(blank28(), (bar() * 255).astype(np.uint8).astype(np.float32) / 255)
+    assert t.at[0, "size"] == 0 and np.isnan(t.at[0, "aspect"]) and t.at[0, "stroke_width"] == 0
+    assert t.shape == (2, len(shift.PROPERTIES))
+
+
+def test_before_view_resizes_to_28_and_counts_levels_at_the_images_own_size():
+    small = np.full((2, 8, 8), 255, np.uint8)  # dark ink on white, 8x8 like scikit-learn's digits
+    small[:, 2:6, 3:5] = 0
+    small[1, 2, 3] = 128
+    stack, levels = shift.as_given(small)
+    assert stack.shape == (2, 28, 28) and stack.dtype == np.float32
+    assert list(levels) == [2, 3]  # enlarged to 28x28 it would have dozens of in-between levels
+    listed, listed_levels = shift.as_given(list(small))  # uploads arrive as a list of arrays
+    np.testing.assert_allclose(listed, stack, atol=1e-6)
+    assert list(listed_levels) == [2, 3]
+
+
+# --- distances ------------------------------------------------------------------------------------------------
+
+def blobs(dx: int, n: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = blank28()
+        x, y = 10 + dx + rng.integers(-1, 2), 10 + rng.integers(-1, 2)
+        img[y : y + 8, x : x + 6] = 1.0
+        out.append(img)
+    return np.stack(out)
+
+
+def test_distances_are_zero_for_identical_sets_and_grow_with_the_shift():
+    source = shift.property_table(blobs(0))
+    same = shift.shift_distances(source, source)
+    assert (same["distance"] == 0).all() and list(same.index) == list(shift.PROPERTIES)
+    gaps = [shift.shift_distances(source, shift.property_table(blobs(dx, seed=1))).at["com_offset", "distance"]
+            for dx in (2, 4, 6)]
+    assert gaps[0] < gaps[1] < gaps[2]
+
+
+def test_scaled_distance_divides_by_the_sources_spread_with_a_floor():
+    source = pd.DataFrame({p: np.linspace(0, 1, 11) for p in shift.PROPERTIES})
+    source["background"] = 0.0  # no spread at all: the floor is used
+    target = source + 0.5
+    d = shift.shift_distances(source, target)
+    assert d.at["slant", "distance"] == pytest.approx(0.5)
+    assert d.at["slant", "scaled"] == pytest.approx(0.5 / source["slant"].std(ddof=0))
+    assert d.at["background", "scaled"] == pytest.approx(0.5 / shift.SCALE_FLOOR["background"])
+
+
+# --- explanation follows the numbers ---------------------------------------------------------------------------
+
+def table(**scaled):
+    """A before_after table whose scaled distances are given per property as (before, after); others 0."""
+    rows = []
+    for p, (label, unit, _) in shift.PROPERTIES.items():
+        b, a = scaled.get(p, (0.0, 0.0))
+        rows.append({"property": p, "label": label, "unit": unit, "group": shift.GROUPS[p], "before": b,
+                     "after": a, "scale": 1.0, "scaled_before": b, "scaled_after": a, "change": a - b,
+                     "verdict": shift.verdict(b, a)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("b, a, expected", [(0.1, 0.2, "none"), (0.1, 0.9, "opened"), (3.0, 0.1, "closed"),
+                                            (3.0, 1.5, "narrowed"), (1.0, 0.8, "remains"), (1.0, 1.6, "widened")])
+def test_verdict_thresholds(b, a, expected):
+    assert shift.verdict(b, a) == expected
+
+
+@pytest.mark.parametrize("scaled, must, must_not", [
+    # the paper's story: size, position and polarity close, handwriting style stays
+    ({"background": (20, 0), "size": (16, 0.1), "com_offset": (2.5, 0.1), "slant": (0.6, 0.59)},
+     ["closes the gaps in polarity (paper brightness 20.00 -> 0.00), size (digit size 16.00 -> 0.10) and "
+      "position (centre-of-mass offset 2.50 -> 0.10)", "does not close the gaps in handwriting style (slant 0.60 "
+      "-> 0.59)", "The handwriting itself still differs (slant)", "largest gap left after reframing is slant"],
+     ["narrows", "widens"]),
+    # a reframing that changes nothing
+    ({"background": (20, 20), "slant": (0.6, 0.6)},
+     ["closes none of the measured gaps", "does not close the gaps in polarity", "largest gap left after "
+      "reframing is paper brightness (20.00"], ["Reframing closes"]),
+    # handwriting style narrowed: no claim that it stays
+    ({"stroke_width": (1.6, 0.3), "size": (4.0, 1.0)},
+     ["narrows, to half or less but not away, the gaps in size (digit size 4.00 -> 1.00) and handwriting style "
+      "(stroke width 1.60 -> 0.30)"], ["handwriting itself", "does not close"]),
+    # reframing makes one gap worse and opens another
+    ({"grey_levels": (2.4, 6.1), "com_offset": (0.1, 0.9)},
+     ["widens the gaps in scan quality (grey levels 2.40 -> 6.10)", "opens gaps that were not there before in "
+      "position (centre-of-mass offset 0.10 -> 0.90)"], ["handwriting"]),
+    # no gap anywhere
+    ({"slant": (0.1, 0.1)}, ["looks like MNIST on every measured property"], ["closes", "largest"]),
+])
+def test_explanation_says_what_the_numbers_say(scaled, must, must_not):
+    text = " ".join(shift.explain_shift(table(**scaled)))
+    for phrase in must:
+        assert phrase in text
+    for phrase in must_not:
+        assert phrase not in text
+
+
+# --- real data, the model's features, the page and the CLI -----------------------------------------------------
+
+@pytest.fixture
+def small_source(monkeypatch):
+    """1,000 MNIST digits (stratified) as the source: the same story as 10,000, in a fraction of the time."""
+    from core.datasets import load_mnist_target
+
+    full = load_mnist_target()
+    small = full.subset(shift.stratified_sample(full.labels, 1000), name="mnist")
+    monkeypatch.setattr(shift, "load_source", lambda: small)
+    from ui import shift_view
+
+    for cached in (shift_view.source_dataset, shift_view.source_properties):
+        cached.clear()
+    yield small
+    for cached in (shift_view.source_dataset, shift_view.source_properties):
+        cached.clear()
+
+
+def test_sklearn_digits_paper_reframing_closes_polarity_and_position_not_slant(small_source):
+    from core.datasets import load_sklearn_digits
+
+    r = shift.analyse(shift.domain_properties(small_source, "paper"),
+                      shift.domain_properties(load_sklearn_digits(), "paper"))
+    v = r.distances.set_index("property")["verdict"]
+    assert v["background"] == "closed" and v["com_offset"] == "closed"
+    assert v["slant"] == "remains"
+    text = " ".join(r.explanation)
+    assert "closes the gaps in polarity" in text and "slant" in text
+    assert len(r.target) == 1797 and len(r.long_table()) == 2 * (1000 + 1797)
+
+
+def test_penultimate_features_have_the_width_of_the_last_dense_input():
+    from core.models import Predictor, load_model
+    from core.config import ROOT
+
+    predictor = Predictor.load()
+    assert shift.penultimate_model(predictor.model).output_shape == (None, 1600)  # 5 x 5 x 64, flattened
+    assert shift.penultimate_model(load_model(ROOT / "models/runs/mlp-mnist-subset")).output_shape == (None, 128)
+    rng = np.random.default_rng(0)
+    digits = Dataset("tiny", (rng.random((40, 28, 28)) > 0.8).astype(np.uint8) * 255, np.arange(40) % 10, "test")
+    table_, feats = shift.feature_sample(predictor, digits, digits, "paper", per_domain=20)
+    assert feats.shape == (40, 1600) and len(table_) == 40
+    assert set(table_["domain"]) == {"source", "target"} and table_.groupby("domain")["label"].nunique().min() == 10
+    assert shift.embed_2d(feats, "pca").shape == (40, 2)
+    assert shift.embed_2d(feats, "tsne").shape == (40, 2)
+
+
+def test_shift_page_renders_on_sklearn_digits(small_source):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../pages/shift.py", default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="source").value == "sklearn-digits"
+    text = " ".join(m.value for m in at.markdown)
+    assert "Reframing closes the gaps in polarity" in text
+    assert {m.label: m.value for m in at.metric}["Target images"] == "1,797"
+    assert len(at.dataframe[0].value) == len(shift.PROPERTIES)
+    at.radio(key="method").set_value("naive").run()
+    assert not at.exception
+    assert "closes none of the measured gaps" in " ".join(m.value for m in at.markdown)
+
+
+def test_cli_shift_json(small_source, capsys):
+    from core.cli import main
+
+    assert main(["shift", "--target", "sklearn-digits", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["target"] == "sklearn-digits" and out["reframing"] == "paper"
+    assert out["n_source"] == 1000 and out["n_target"] == 1797
+    assert [d["property"] for d in out["distances"]] == list(shift.PROPERTIES)
+    assert set(out["distances"][0]) >= {"before", "after", "scaled_before", "scaled_after", "change", "verdict"}
+    assert all(isinstance(s, str) for s in out["explanation"]) and out["explanation"]
+    assert main(["shift", "--target", "sklearn-digits", "--reframing", "naive"]) == 0
+    assert "closes none of the measured gaps" in capsys.readouterr().out
