@@ -144,7 +144,9 @@ def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_pa
              progress: Callable[[float], None] | None = None, use_cache: bool = True) -> Evaluation:
     """Reframe every image of `dataset` with `method`, classify it, and keep the predictions.
 
-    Cached on disk per (model file, data set content, method), so the CLI and every page share results.
+    `predictor` is a core.models.Predictor, or a function that returns one: then a cached result never loads
+    the model, nor TensorFlow. Cached on disk per (model file, data set content, method), so the CLI and
+    every page share results.
     `progress` gets a fraction in [0, 1] as chunks finish. An image that cannot be reframed is skipped
     (UNREADABLE, listed in `skipped`) and the rest evaluated. A cache that cannot be read is recomputed; one
     that cannot be written (read-only or full disk) never fails the result: `warnings` says so, once.
@@ -169,6 +171,8 @@ def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_pa
             y_pred, proba, seconds, unreadable = hit
             return Evaluation(dataset.name, dataset.provenance, method, dataset.labels, y_pred, proba,
                               list(dataset.skipped) + unreadable, seconds, warnings)
+    if not hasattr(predictor, "predict_proba"):
+        predictor = predictor()  # a factory: the model (and TensorFlow) load only when there is work to do
     t0 = time.perf_counter()
     n = len(dataset)
     y_pred = np.full(n, BLANK, np.int64)

@@ -71,3 +71,20 @@ def test_evaluate_blank_images_and_disk_cache(tmp_path):
     assert len(list((tmp_path / "home" / "cache" / "evaluations").glob("*.npz"))) == 2
     d = ev.as_dict()
     assert set(d) >= {"target", "n", "accuracy", "macro", "per_digit", "confusion_matrix", "skipped"}
+
+
+def test_a_cached_evaluation_never_loads_the_model():
+    from core.datasets import load_sklearn_digits
+    from core.evaluation import evaluate
+    from core.models import Predictor
+
+    ds = load_sklearn_digits().subset(np.arange(40))
+    loads = []
+
+    def factory():
+        loads.append(1)
+        return Predictor.load()
+
+    first = evaluate(factory, ds, "paper")
+    second = evaluate(factory, ds, "paper")
+    assert loads == [1] and np.array_equal(first.y_pred, second.y_pred)
