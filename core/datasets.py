@@ -540,6 +540,7 @@ def save_collected(image: np.ndarray, label: int) -> Path:
     from core.errors import InvalidOptionError
     from core.images import encode_png
 
+    config.require_writable("saving digits to my digits")
     if label not in range(10):
         raise InvalidOptionError("label", label, range(10))
     folder = collected_dir() / str(label)

@@ -264,3 +264,14 @@ def test_a_fault_in_a_fragment_stays_in_the_fragment():
 def test_app_wraps_navigation_in_the_guard():
     source = (ROOT / "app.py").read_text()
     assert "with guard():" in source and "st.navigation(PAGES).run()" in source
+
+
+def test_collected_digits_cannot_be_saved_in_read_only_mode(read_only):
+    import numpy as np
+
+    from core.datasets import collected_dir, save_collected
+    from core.errors import ReadOnlyError
+
+    with pytest.raises(ReadOnlyError, match="saving digits to my digits is disabled"):
+        save_collected(np.zeros((28, 28), np.uint8), 3)
+    assert not collected_dir().exists()
