@@ -10,6 +10,7 @@ PAGES = [
     st.Page("pages/draw.py", title="Draw & Reframe", icon=":material/draw:", url_path="draw"),
     st.Page("pages/report.py", title="Reused-model report", icon=":material/table_chart:", url_path="report"),
     st.Page("pages/shift.py", title="Domain shift", icon=":material/compare_arrows:", url_path="shift"),
+    st.Page("pages/adapt.py", title="Few-shot adaptation", icon=":material/model_training:", url_path="adapt"),
     st.Page("pages/training.py", title="Training Runs", icon=":material/monitoring:", url_path="training"),
 ]
 

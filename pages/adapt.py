@@ -1,0 +1,184 @@
+"""Few-shot adaptation: what k labelled target digits per class buy, against the model as it is.
+
+Queues `core.adaptation` as a background job (the page never trains) and draws its learning curve. Renders
+without TensorFlow: it reads the job queue and saved results.
+"""
+import hashlib
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import adaptation, jobs
+from core.config import data_home, read_only
+from core.errors import DigitLabError
+from core.runs import runs_with_models
+from core.storage import atomic_write_bytes
+from ui.nav import ensure_app_navigation
+from ui.safe import guarded, md_escape, read_only_note, show_error
+
+ensure_app_navigation()
+
+st.title("Few-shot adaptation")
+st.caption("Zero-shot reuse asks for no labels. How many would close the gap? Adapt the model with k labelled "
+           "target digits per class, three ways, each repeated with several seeds, and test every adapted "
+           "model on the same held-out part of the target set, and on MNIST (to see what it forgets).")
+
+with st.expander("The three strategies", expanded=False):
+    st.markdown(
+        "- **last-layer**: only the final Dense layer learns; the MNIST features stay as they are.\n"
+        "- **fine-tune**: every layer learns at a low rate; a quarter of every batch is MNIST digits "
+        "(*replay*), so the source domain is not forgotten.\n"
+        "- **scratch**: the same architecture, freshly initialised, trained on the k images only: what the "
+        "labels are worth without MNIST.\n\n"
+        "Each fit runs the same number of gradient steps whatever k is, on the k images per class enlarged by "
+        "elastic distortion. The test part is a fixed stratified share of the target set.")
+
+TARGETS = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "MNIST test set (source domain)",
+           "collected": "my drawn digits", "upload": "upload a .zip"}
+
+st.subheader("Run an adaptation")
+if read_only():
+    st.info(read_only_note("queueing adaptation jobs is turned off; saved results are shown below"))
+else:
+    c1, c2 = st.columns(2)
+    target = c1.selectbox("Target data set", list(TARGETS), format_func=TARGETS.get, key="adapt_target")
+    models = {"": "Shipped reused model (simple CNN)"}
+    models.update({r.path: r.title for r in runs_with_models() if r.id != "reused-cnn"})
+    model = c2.selectbox("Model to adapt", list(models), format_func=models.get, key="adapt_model")
+    upload = None
+    if target == "upload":
+        upload = st.file_uploader("A .zip of images in folders 0..9", type=["zip"], key="adapt_zip")
+    with st.form("adapt_form"):
+        a, b = st.columns(2)
+        shots = a.multiselect("Labelled images per class (k)", [1, 2, 5, 10, 20, 50, 100],
+                              default=list(adaptation.DEFAULT_SHOTS), key="adapt_shots",
+                              help="Values the target set cannot give (too few images in a class) are skipped.")
+        strategies = b.multiselect("Strategies", adaptation.STRATEGIES, default=list(adaptation.STRATEGIES),
+                                   key="adapt_strategies")
+        a, b, c = st.columns(3)
+        seeds = a.slider("Seeds per (strategy, k)", 1, 5, 3, key="adapt_seeds")
+        test_fraction = b.slider("Share kept for testing", 0.2, 0.8, 0.5, 0.05, key="adapt_test_fraction")
+        keep = c.multiselect("Keep as runs (seed 0)", [f"{s}:{k}" for s in adaptation.STRATEGIES
+                                                         for k in adaptation.DEFAULT_SHOTS],
+                             key="adapt_keep", help="Kept models appear among the runs and can be used on every "
+                                                    "page.")
+        submitted = st.form_submit_button("Queue adaptation", type="primary")
+    if submitted:
+        try:
+            if target == "upload":
+                if upload is None:
+                    raise DigitLabError("Upload a .zip of images in folders 0..9 first.")
+                data = upload.getvalue()
+                spec = str(data_home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.zip")
+                atomic_write_bytes(spec, data)  # the worker reads the archive from disk
+            else:
+                spec = target
+            if not shots or not strategies:
+                raise DigitLabError("Choose at least one k and one strategy.")
+            job = jobs.submit_adaptation(
+                {"target": spec, "model": model or None, "shots": sorted(shots), "strategies": list(strategies),
+                 "seeds": int(seeds), "test_fraction": float(test_fraction), "reframing": "paper",
+                 "keep": [[s, int(k)] for s, k in (item.split(":") for item in keep)]},
+                title=f"Few-shot adaptation on {upload.name if upload is not None else target}")
+            st.toast(f"Queued adaptation job {job.id}.", icon=":material/schedule:")
+        except DigitLabError as e:
+            show_error(e)
+
+
+@st.fragment(run_every="2s")
+@guarded
+def adaptation_jobs() -> None:
+    active = [j for j in jobs.list_jobs(limit=50, start_worker=True) if j.what == "adaptation"
+              and j.status in ("queued", "running")]
+    if not active:
+        return
+    for job in active:
+        with st.container(border=True):
+            c1, c2 = st.columns([4, 1])
+            c1.text(f"Job {job.id} · {job.shown_status} · {job.title}")
+            what = (job.last_metrics or {}).get("what", "")
+            c1.progress(job.progress, text=f"{job.epoch}/{job.epochs} fits" + (f" · last: {what}" if what else ""))
+            if not read_only() and c2.button("Cancel", key=f"cancel_adapt_{job.id}", disabled=job.cancel_requested):
+                try:
+                    jobs.cancel(job.id)
+                except DigitLabError as e:
+                    show_error(e)
+
+
+adaptation_jobs()
+
+st.subheader("Results")
+results = adaptation.load_results()
+if not results:
+    st.info("No adaptation has finished yet. Queue one above (about a minute per strategy on this machine), "
+            "or run `python -m core adapt --target sklearn-digits` in a terminal.")
+    st.stop()
+
+
+def label(r: dict) -> str:
+    model = "shipped model" if r["model"].endswith("reused-cnn/model.keras") else r["model"].split("/")[-2:][0]
+    return f"{r['target']} · {model} · {r['n_test']} test images · {r['id']}"
+
+
+chosen = st.selectbox("Result", range(len(results)), format_func=lambda i: label(results[i]), key="adapt_result")
+r = results[chosen]
+summary = pd.DataFrame(r["summary"])
+st.caption(md_escape(f"{r['provenance']}. Reframing: {r['reframing']}. Model: {r['model']}."))
+
+best_k = max((k for k in summary["shots"].unique() if k <= 10), default=None) if len(summary) else None
+m = st.columns(3)
+m[0].metric("Zero-shot accuracy (test part)", f"{r['zero_shot']:.1%}")
+if best_k is not None:
+    best = summary[summary["shots"] == best_k].sort_values("mean").iloc[-1]
+    m[1].metric(f"Best with {best_k} labels per class", f"{best['mean']:.1%}",
+                f"{best['mean'] - r['zero_shot']:+.1%} vs zero-shot ({best['strategy']})")
+    m[2].metric("MNIST accuracy after it", f"{best['mnist_mean']:.1%}",
+                f"{best['mnist_mean'] - r['zero_shot_mnist']:+.1%} vs before", delta_color="normal")
+
+COLORS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "scratch": "#7f7f7f"}
+
+
+def curve(column: str, title: str, baseline: float, spread: str | None) -> go.Figure:
+    fig = go.Figure()
+    for strategy, g in summary.groupby("strategy", sort=False):
+        g = g.sort_values("shots")
+        color = COLORS.get(strategy, "#2ca02c")
+        if spread:
+            upper, lower = (g[column] + g[spread]).clip(upper=1), (g[column] - g[spread]).clip(lower=0)
+            fig.add_trace(go.Scatter(x=list(g["shots"]) + list(g["shots"])[::-1],
+                                     y=list(upper) + list(lower)[::-1], fill="toself", fillcolor=color,
+                                     opacity=0.15, line=dict(width=0), hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=g["shots"], y=g[column], name=strategy, mode="lines+markers",
+                                 line=dict(color=color), hovertemplate="k=%{x}: %{y:.1%}<extra>" + strategy
+                                 + "</extra>"))
+    fig.add_hline(y=baseline, line=dict(color="black", dash="dash"), annotation_text="zero-shot",
+                  annotation_position="bottom right")
+    fig.update_layout(title=title, height=360, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis=dict(title="labelled images per class (k)", type="log", tickvals=sorted(summary["shots"].unique())),
+                      yaxis=dict(title="accuracy", tickformat=".0%"), legend=dict(orientation="h", y=1.12, x=0))
+    return fig
+
+
+c1, c2 = st.columns(2)
+c1.plotly_chart(curve("mean", "Accuracy on the target's test part (band: ± 1 std over seeds)", r["zero_shot"],
+                      "std"), width="stretch", key="adapt_curve")
+c2.plotly_chart(curve("mnist_mean", "MNIST accuracy after adaptation (forgetting)", r["zero_shot_mnist"], None),
+                width="stretch", key="adapt_forgetting")
+
+table = summary.rename(columns={"mean": "accuracy (mean)", "std": "std over seeds", "n": "seeds",
+                                "mnist_mean": "MNIST accuracy (mean)"})
+st.dataframe(table, hide_index=True, width="stretch", column_config={
+    "accuracy (mean)": st.column_config.NumberColumn(format="percent"),
+    "std over seeds": st.column_config.NumberColumn(format="%.3f"),
+    "MNIST accuracy (mean)": st.column_config.NumberColumn(format="percent")})
+c1, c2 = st.columns(2)
+c1.download_button("Download the summary (CSV)", table.to_csv(index=False), f"adaptation-{r['id']}.csv",
+                   "text/csv", key="dl_adapt_summary")
+c2.download_button("Download every fit (CSV)", pd.DataFrame(r["results"]).to_csv(index=False),
+                   f"adaptation-{r['id']}-fits.csv", "text/csv", key="dl_adapt_fits")
+if r.get("skipped_shots"):
+    st.caption(f"Skipped k = {r['skipped_shots']}: the smallest class of the target set has too few images.")
+for kept in r.get("kept", []):
+    st.caption(md_escape(f"Kept {kept['strategy']} (k={kept['shots']}) as run {kept['run_id']}: choose it as the "
+                         "model on the Draw and Report pages."))

@@ -1,0 +1,68 @@
+"""The Few-shot adaptation page: queue a job, watch it, read a saved learning curve; no TensorFlow to render."""
+import subprocess
+import sys
+
+from streamlit.testing.v1 import AppTest
+
+from core import adaptation, jobs
+from core.adaptation import AdaptationResult
+from tests.conftest import ROOT
+
+TIMEOUT = 120
+
+
+def saved_result():
+    r = AdaptationResult(target="sklearn-digits", provenance="scikit-learn digits", model="models/reused-cnn/model.keras",
+                         reframing="paper", n_test=899, n_pool=898, zero_shot=0.941, zero_shot_mnist=0.984)
+    for strategy, accs in {"last-layer": (0.95, 0.97), "fine-tune": (0.96, 0.985), "scratch": (0.4, 0.85)}.items():
+        for k, acc in zip((1, 10), accs):
+            for seed in range(2):
+                r.results.append({"strategy": strategy, "shots": k, "seed": seed, "accuracy": acc + seed * 0.002,
+                                  "mnist_accuracy": 0.98, "seconds": 1.0})
+    folder = adaptation.results_dir() / "a1"
+    folder.mkdir(parents=True)
+    adaptation.save_result(r, folder)
+
+
+def test_the_page_queues_an_adaptation_job(monkeypatch):
+    started = []
+    monkeypatch.setattr(jobs, "ensure_worker", lambda: started.append(1))  # no real worker in a page test
+    at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "No adaptation has finished yet" in " ".join(i.value for i in at.info)
+    at.multiselect(key="adapt_shots").set_value([1, 5])
+    at.multiselect(key="adapt_strategies").set_value(["last-layer"])
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    queued = [j for j in jobs.list_jobs() if j.what == "adaptation"]
+    assert len(queued) == 1 and queued[0].config["shots"] == [1, 5] and queued[0].epochs == 2 * 1 * 3
+    assert started  # a worker was asked for
+    assert "Job 1 · queued" in " ".join(t.value for t in at.text)
+
+
+def test_the_page_shows_a_saved_learning_curve():
+    saved_result()
+    at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Zero-shot accuracy (test part)"] == "94.1%"
+    assert metrics["Best with 10 labels per class"] == "98.6%"  # fine-tune, mean of 0.985 and 0.987
+    table = at.dataframe[0].value
+    assert set(table["strategy"]) == set(adaptation.STRATEGIES) and len(table) == 6
+
+
+def test_read_only_shows_results_but_no_form(monkeypatch):
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")
+    saved_result()
+    at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.button and len(at.metric) == 3
+    assert "read-only" in at.info[0].value
+
+
+def test_the_page_renders_without_tensorflow():
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            "at = AppTest.from_file('pages/adapt.py', default_timeout=60).run(); "
+            "assert not at.exception, at.exception; print('tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False"]
