@@ -1,17 +1,20 @@
 """Training Runs: compare own and published runs, launch new ones in the background, watch the queue.
 
 Renders without TensorFlow: it reads the run store and the job queue; training happens in a worker process.
+While a run trains, its curves update live; when a job changes status, the whole page reruns (new runs appear).
 """
+from pathlib import Path
+
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import jobs
 from core.config import read_only
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES, DISPLAY_NAMES
-from core.runs import HISTORY_COLUMNS, list_runs
+from core.runs import delete_run, list_runs, load_project_run, read_only_reason, rename_run
 from core.training import RunConfig, limits
+from ui import runs_view as view
 from ui.nav import ensure_app_navigation
 from ui.safe import guarded, md_escape, read_only_note, show_error, shown_path
 
@@ -21,80 +24,133 @@ st.title("Training Runs")
 st.caption("MLP, CNN, VGG16 and MobileNetV2 trained on digits by this project, next to the runs published in "
            "the seed reports (marked *reference*, with their own data set and source).")
 
+visitor = read_only()  # a shared read-only server: no renaming, deleting, queueing or cancelling
 runs = {r.id: r for r in list_runs()}
-table = pd.DataFrame([{
-    "id": r.id, "kind": r.kind, "architecture": r.architecture, "dataset": r.dataset,
-    "test acc": r.test_accuracy, "best val acc": r.best_val_accuracy, "params": r.params,
-    "trainable params": r.trainable_params, "epochs": r.epochs, "s / epoch": r.seconds_per_epoch,
-    "title": r.title, "status": r.status, "problem": r.problem, "weights": shown_path(r.weights or ""), "device": r.device,
-    "source": r.source,
-    "model file": "here" if r.has_model else r.extra.get("info", {}).get("model_note", "published figures only"),
-} for r in runs.values()])
+labels = view.run_labels(runs)
+try:
+    listed_jobs = jobs.list_jobs(limit=20)
+except DigitLabError:
+    listed_jobs = []  # the job monitor below lists the queue again and shows why it cannot
+st.session_state["job_signature"] = view.job_signature(listed_jobs)
+training_now = any(r.status == "running" for r in runs.values()) or any(j.status == "running" for j in listed_jobs)
+
+# What is overlaid is kept in session state ("overlay"), apart from the widget: runs that appear (a job started
+# or finished) join it and deleted runs leave it by giving the multiselect a new key with that default. Setting
+# a widget's value from the script while the live fragments poll loses the change to the browser's stale copy.
+overlay, generation = st.session_state.get("overlay"), st.session_state.get("overlay_generation", 0)
+if overlay is None:
+    overlay = view.default_overlay(runs)
+else:
+    known = st.session_state.get("known_runs", set(runs))
+    fresh = [i for i, r in runs.items() if i not in known and r.kind == "project" and r.status in ("running", "done")]
+    kept = [i for i in overlay if i in runs]
+    if fresh or kept != overlay:
+        overlay, generation = kept + [i for i in fresh if i not in kept], generation + 1
+st.session_state.update(overlay=overlay, overlay_generation=generation, known_runs=set(runs))
 
 st.subheader("Runs")
 troubled = [r for r in runs.values() if r.status in ("damaged", "interrupted")]
 if troubled:  # one bad run folder is listed with its reason; it never hides the others
     st.warning("\n".join(f"- **{md_escape(r.id)}** is {r.status}: {md_escape(r.problem)}" for r in troubled))
-st.dataframe(
-    table, hide_index=True, width="stretch",
-    column_config={
-        "kind": st.column_config.TextColumn(help="project: trained here; reference: published, read-only"),
-        "best val acc": st.column_config.NumberColumn(format="%.4f"),
-        "test acc": st.column_config.NumberColumn(format="%.4f"),
-        "s / epoch": st.column_config.NumberColumn(format="%.1f"),
-        "params": st.column_config.NumberColumn(format="localized"),
-        "trainable params": st.column_config.NumberColumn(format="localized"),
-    },
-)
+table = view.runs_frame(list(runs.values()), shown_path)
+st.dataframe(table[view.COMPACT_COLUMNS], hide_index=True, width="stretch", column_config=view.COLUMN_CONFIG,
+             placeholder="")  # a value a run does not have (a reference run's parameters) is blank
+with st.expander("Details: every column (id, parameters, time per epoch, device, weights, source, model file, "
+                 "problem)"):
+    st.dataframe(table, hide_index=True, width="stretch", column_config=view.COLUMN_CONFIG, placeholder="")
 st.download_button("Download the runs table (CSV)", table.to_csv(index=False), "runs.csv", "text/csv",
                    key="dl_runs")
 
-st.subheader("Curves")
-project = [i for i, r in runs.items() if r.kind == "project"]
-default = project[:3] + [i for i in runs if i == "lab3-mnist-digit-cnn"]
-chosen = st.multiselect("Runs to overlay", list(runs), default=default, key="chosen",
-                        format_func=lambda i: f"{'[reference] ' if runs[i].kind == 'reference' else ''}{i}")
-c1, c2, c3 = st.columns(3)
-x_axis = c1.radio("x axis", ["epoch", "wall time (s)"], horizontal=True, key="x_axis")
-smoothing = c2.slider("Smoothing", 0.0, 0.9, 0.0, 0.1, key="smoothing",
-                      help="Exponential moving average weight of the previous value; 0 shows the raw values.")
-show = c3.radio("Curves", ["train and validation", "validation only"], horizontal=True, key="show")
+
+def _say(kind: str, text: str) -> None:
+    st.session_state["manage_message"] = (kind, text)
 
 
-def curve(history: pd.DataFrame, column: str) -> pd.Series:
-    s = history[column]
-    return s.ewm(alpha=1 - smoothing, adjust=False, ignore_na=True).mean() if smoothing else s
+def _rename(run_id: str) -> None:
+    # A callback: it runs before the script, so the table above already shows the new title.
+    try:
+        run = rename_run(run_id, st.session_state.get(f"title_{run_id}", ""))
+        _say("success", f"Renamed: {run.title}")
+    except DigitLabError as e:
+        _say("error", str(e))
 
 
-histories = {}
-for i in chosen:
-    h = pd.DataFrame(runs[i].history(), columns=list(HISTORY_COLUMNS))
-    h["wall time (s)"] = h["seconds"].fillna(0).cumsum()
-    histories[i] = h
+def _delete(run_id: str) -> None:
+    title = runs[run_id].title if run_id in runs else run_id
+    try:
+        delete_run(run_id)
+        _say("success", f"Deleted: {title}")
+    except DigitLabError as e:
+        _say("error", str(e))
 
-if histories:
-    cols = st.columns(2)
-    for col, metric in zip(cols, ["loss", "accuracy"]):
-        fig = go.Figure()
-        for k, (i, h) in enumerate(histories.items()):
-            color = f"hsl({(k * 67) % 360}, 65%, 45%)"
-            x = h["epoch"] if x_axis == "epoch" else h["wall time (s)"]
-            if show == "train and validation" and h[metric].notna().any():
-                fig.add_trace(go.Scatter(x=x, y=curve(h, metric), name=f"{i} train", mode="lines+markers",
-                                         line=dict(color=color)))
-            if h[f"val_{metric}"].notna().any():
-                fig.add_trace(go.Scatter(x=x, y=curve(h, f"val_{metric}"), name=f"{i} validation",
-                                         mode="lines+markers", line=dict(color=color, dash="dash")))
-        fig.update_layout(title=metric, height=380, xaxis_title=x_axis, margin=dict(l=10, r=10, t=40, b=10),
-                          legend=dict(orientation="h", y=-0.25))
-        col.plotly_chart(fig, width="stretch", key=f"curve_{metric}")
-    st.caption("Solid: training; dashed: validation. Reference runs that logged no validation show training "
-               "only. Wall time sums each run's seconds per epoch, on the machine it ran on.")
+
+if not visitor:
+    own = [i for i, r in runs.items() if not read_only_reason(r)]
+    with st.container(border=True):
+        st.markdown("**Your runs**: rename or delete one. The shipped runs, the reused model and the reference "
+                    "runs are read-only.")
+        if message := st.session_state.pop("manage_message", None):
+            (st.success if message[0] == "success" else st.error)(md_escape(message[1]))
+        if not own:
+            st.caption("Runs you train appear here.")
+        else:
+            c1, c2 = st.columns(2)
+            target = c1.selectbox("Run", own, format_func=lambda i: view.option_label(runs[i], labels[i]),
+                                  key="manage_run")
+            c2.text_input("Title", runs[target].title, key=f"title_{target}", max_chars=200)
+            with st.container(horizontal=True):
+                st.button("Rename", key="rename", on_click=_rename, args=(target,))
+                with st.popover("Delete"):  # the confirmation: nothing is deleted by a single click
+                    st.markdown("Delete this run and all its files (history, metrics, model)? This cannot be "
+                                "undone.")
+                    st.text(runs[target].title)
+                    st.button("Delete for good", key="delete", type="primary", on_click=_delete, args=(target,))
+
+
+@st.fragment(run_every="2s" if training_now else None)  # live curves only while something trains
+@guarded  # a fragment reruns on its own, outside app.py's guard
+def compare() -> None:
+    st.subheader("Curves")
+    generation = st.session_state.get("overlay_generation", 0)
+    chosen = st.multiselect("Runs to overlay", list(runs), [i for i in st.session_state["overlay"] if i in runs],
+                            key="chosen" if generation == 0 else f"chosen-{generation}",
+                            format_func=lambda i: view.option_label(runs[i], labels[i]))
+    st.session_state["overlay"] = chosen
+    c1, c2 = st.columns(2)
+    x_axis = c1.radio("x axis", ["epoch", "wall time (s)"], horizontal=True, key="x_axis")
+    log_x = c1.toggle("Log scale for wall time", True, key="log_x", disabled=x_axis == "epoch",
+                      help="A run of a few seconds and one of half an hour both show.")
+    show = c2.radio("Curves", ["train and validation", "validation only"], horizontal=True, key="show")
+    smoothing = c2.slider("Smoothing", 0.0, 0.9, 0.0, 0.1, key="smoothing",
+                          help="Exponential moving average weight of the previous value; 0 shows the raw values.")
+    if not chosen:
+        st.info("Choose runs above to overlay their curves.")
+        return
+    histories = {i: view.history_frame(runs[i]) for i in chosen}
+    fig = view.curves_figure(histories, runs, labels, x_axis=x_axis, log_x=log_x, smoothing=smoothing,
+                             validation_only=show == "validation only")
+    st.plotly_chart(fig, width="stretch", key="curves")
+    st.caption("One colour per run; solid: training, dashed: validation; open diamonds and [ref]: published "
+               "reference runs (their own data sets). Reference runs that logged no validation show training only; "
+               "wall time sums each run's seconds per epoch, on the machine it ran on (runs that logged no time "
+               "are left out of it)." + (" Curves of runs in training update every two seconds." if training_now
+                                         else ""))
     combined = pd.concat([h.assign(run=i) for i, h in histories.items()], ignore_index=True)
     st.download_button("Download these histories (CSV)", combined.to_csv(index=False), "histories.csv",
                        "text/csv", key="dl_hist")
-else:
-    st.info("Choose runs above to overlay their curves.")
+
+    st.subheader("Settings side by side")
+    settings = view.settings_frame([runs[i] for i in chosen], labels)
+    differs = view.differing_settings(settings)
+    only = st.toggle("Only the settings that differ", False, key="only_differs")
+    shown = settings.loc[differs] if only else settings
+    st.dataframe(view.highlight_differences(shown), width="stretch", key="settings",
+                 height=35 * (len(shown) + 1) + 3)  # every setting at once: no scrolling inside the table
+    st.caption(f"Highlighted: the {len(differs)} settings whose values differ between the chosen runs. Reference "
+               "runs state only what was published (architecture, data set, epochs, batch size, parameters).")
+
+
+compare()
 
 st.subheader("Train a new run")
 if read_only():  # visitors of a shared server neither queue jobs nor name server files (weights)
@@ -144,28 +200,48 @@ else:
                 resolve_imagenet_weights(cfg.architecture, cfg.weights, cfg.input_size)
             job = jobs.submit(cfg, title=title or None)
             st.toast(f"Queued job {job.id}.", icon=":material/schedule:")
+            # The job monitor below lists it in this run: no need to rerun the page (and lose the toast).
+            st.session_state["job_signature"] = view.job_signature(jobs.list_jobs(limit=20))
         except DigitLabError as e:
             show_error(e)
+
+
+def _cancel(job_id: int) -> None:
+    try:
+        jobs.cancel(job_id)
+    except DigitLabError as e:
+        st.session_state["cancel_error"] = str(e)
 
 
 @st.fragment(run_every="2s")
 @guarded  # a fragment reruns on its own, outside app.py's guard
 def job_monitor() -> None:
     st.subheader("Jobs")
-    visitor = read_only()  # a shared read-only server: no cancel buttons, no error details, no server paths
+    if error := st.session_state.pop("cancel_error", None):
+        st.error(md_escape(error))
     listed = jobs.list_jobs(limit=20, start_worker=True)  # queued jobs never wait for a worker that died
+    if view.job_signature(listed) != st.session_state.get("job_signature"):
+        # A job started, finished, failed or was cancelled: rerun the page, so its run joins the table and
+        # the overlay (and the curves go live, or stop polling) without a reload.
+        st.rerun(scope="app")
     for aside in jobs.set_aside_databases()[:1]:
         st.warning(f"The job database was damaged and was set aside as {md_escape(shown_path(str(aside)))} "
                    "(kept, not deleted); a fresh queue was started. Delete that file when you no longer need it.")
     if not listed:
         st.caption("No jobs yet: queued and running trainings appear here, live.")
         return
+    by_path = {r.path: r for r in runs.values()}
     for job in listed:
+        run = by_path.get(job.run_dir) if job.run_dir else None
+        if run is None and job.run_dir and job.status in ("done", "cancelled", "failed"):
+            run = load_project_run(Path(job.run_dir))  # finished since the page last read the run store
         with st.container(border=True):
             c1, c2 = st.columns([4, 1])
-            name = job.title or f"{DISPLAY_NAMES[job.config['architecture']]} ({job.config['architecture']})"
-            c1.markdown(f"**Job {job.id}** · `{job.shown_status}`")
-            c1.text(name)  # a user's title: plain text, never Markdown
+            status = "cancelling..." if job.shown_status == "cancelling" else job.shown_status
+            c1.markdown(f"**Job {job.id}** · `{status}`")
+            # The run's title when it has one (it may have been renamed), else the job's: plain text, never Markdown.
+            c1.text(run.title if run is not None and run.status != "damaged" else
+                    job.title or f"{DISPLAY_NAMES[job.config['architecture']]} ({job.config['architecture']})")
             if job.status in ("running", "queued"):
                 m = job.last_metrics or {}
                 text = (f"epoch {job.epoch}/{job.epochs}" + (f" · val acc {m['val_accuracy']:.4f}"
@@ -173,19 +249,24 @@ def job_monitor() -> None:
                 c1.progress(job.progress, text=text)
                 if job.shown_status == "cancelling":
                     c1.caption("Cancelling: the run stops after its current epoch; the epochs so far are kept.")
-                if not visitor and c2.button("Cancel", key=f"cancel_{job.id}", disabled=job.cancel_requested):
-                    try:
-                        jobs.cancel(job.id)
-                    except DigitLabError as e:
-                        show_error(e)
+                if not visitor:  # a callback: the card says "cancelling..." on this very rerun
+                    c2.button("Cancel", key=f"cancel_{job.id}", disabled=job.cancel_requested, on_click=_cancel,
+                              args=(job.id,))
             elif job.status == "failed":
                 c1.error(md_escape((job.error or "failed").splitlines()[0]))
                 if job.error and not visitor:
                     with c1.expander("Error details"):
                         st.code(job.error)
+            elif job.run_dir is None:
+                c1.caption("Cancelled before it started: no run was created.")
             else:
-                c1.caption(f"{job.epoch} epochs · run folder {md_escape(shown_path(job.run_dir))}" if job.run_dir
-                           else "Cancelled before it started: no run was created.")
+                accuracy = run.test_accuracy if run is not None else None
+                tested = (run.extra.get("metrics", {}).get("test_n") if run is not None else None)
+                if accuracy is not None:
+                    c1.markdown(f"Test accuracy **{accuracy:.4f}**" + (f" on {tested:,} images" if tested else ""))
+                note = (" · cancelled: its curves are left out of the overlay unless you choose them"
+                        if job.status == "cancelled" else "")
+                c1.caption(f"{job.epoch} epochs · run folder {md_escape(shown_path(job.run_dir))}{note}")
 
 
 job_monitor()

@@ -365,7 +365,7 @@ def test_training_page_lists_damaged_and_interrupted_runs_and_the_set_aside_queu
     jobs._db_path().write_bytes(b"garbage" * 50)
     at = AppTest.from_file("../pages/training.py", default_timeout=120).run()
     assert not at.exception
-    table = at.dataframe[0].value.set_index("id")
+    table = at.dataframe[1].value.set_index("id")  # the details table: every column, the problem too
     assert table.loc["a-good", "status"] == "done"
     assert table.loc["b-bad", "status"] == "damaged" and "metrics.json" in table.loc["b-bad", "problem"]
     assert table.loc["c-killed", "status"] == "interrupted"

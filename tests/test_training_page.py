@@ -1,0 +1,339 @@
+"""The Training Runs page as a run comparison tool: compact table, overlay, rename/delete, settings side by side.
+
+Runs are written into the per-test run store (tests/conftest.py sets DIGITLAB_HOME) with core.runs.RunWriter;
+no test trains or imports TensorFlow.
+"""
+import json
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs, runs
+from core.process import process_token
+from core.training import RunConfig
+from ui import runs_view
+from ui.safe import md_escape
+
+TIMEOUT = 120
+HOSTILE = "**x** [link](http://evil) <img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(autouse=True)
+def no_worker(monkeypatch):
+    """The page starts a worker for queued jobs; in a test nothing may train."""
+    monkeypatch.setattr(jobs, "ensure_worker", lambda: None)
+
+
+def own_run(run_id, title=None, status="done", test_accuracy=0.9, epochs=2, **config):
+    w = runs.RunWriter(runs.user_runs_dir() / run_id)
+    w.write_config({"architecture": "mlp", "dataset": "mnist-subset", "batch_size": 32, "epochs": epochs,
+                    "learning_rate": 0.001, "optimizer": "adam", **config})
+    w.update_info(status=status, title=title or f"run {run_id}", dataset="mnist-subset", params=1000,
+                  trainable_params=1000, device="CPU (x86_64)")
+    if status == "running":
+        w.update_info(process=process_token())  # this test's process: alive, so the run reads "running"
+    for e in range(1, epochs + 1):
+        w.append_epoch({"epoch": e, "loss": 1 / e, "accuracy": 0.5 + e / 100, "val_loss": 1.1 / e,
+                        "val_accuracy": 0.4 + e / 100, "seconds": 2})
+    if status != "running":
+        w.write_metrics({"test_accuracy": test_accuracy, "test_n": 10000})
+    return w
+
+
+def page() -> AppTest:
+    at = AppTest.from_file("../pages/training.py", default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def figure(at) -> dict:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def overlay(at):
+    """The "Runs to overlay" multiselect (its key changes when runs join or leave the overlay)."""
+    return next(m for m in at.multiselect if m.label == "Runs to overlay")
+
+
+def legend_names(fig) -> list[str]:
+    return [t["name"] for t in fig["data"] if t.get("showlegend", True)]
+
+
+def points(values) -> int:
+    """How many values a plotly array holds (plotly sends numeric arrays base64-encoded)."""
+    if isinstance(values, dict):
+        import base64
+
+        return len(base64.b64decode(values["bdata"])) // np.dtype(values["dtype"]).itemsize
+    return len(values)
+
+
+def texts(at) -> str:
+    return " ".join(e.value for e in list(at.markdown) + list(at.caption) + list(at.success) + list(at.error)
+                    + list(at.text))
+
+
+# --- the runs table ----------------------------------------------------------------------------------------------
+
+def test_compact_table_shows_titles_and_the_essential_columns():
+    own_run("20261123-101010-mlp", title="My tiny MLP")
+    at = page()
+    compact, details = at.dataframe[0].value, at.dataframe[1].value
+    assert list(compact.columns) == ["title", "status", "test acc", "best val acc", "epochs", "architecture",
+                                     "kind", "dataset"]
+    assert "My tiny MLP" in set(compact["title"]) and "20261123-101010-mlp" not in compact.to_string()
+    assert {"id", "params", "trainable params", "s / epoch", "device", "weights", "source", "model file",
+            "problem"} <= set(details.columns)
+    assert details.set_index("id").loc["20261123-101010-mlp", "title"] == "My tiny MLP"
+
+
+def test_reference_runs_show_blanks_not_none():
+    at = page()
+    details = at.dataframe[1].value.set_index("id")
+    ref = details.loc["lab3-mnist-digit-cnn"]
+    assert pd.isna(ref["params"]) and pd.isna(ref["trainable params"])  # shown blank by the NumberColumn
+    assert str(details["params"].dtype) == "Int64"  # pandas NA, not None or NaN-as-float
+    assert details.loc["prac2-fashion-cnn-simple", "params"] == 50186
+    for column in details.columns:
+        assert not details[column].astype(object).isin(["None", "nan", None]).any(), column
+    assert all(d.proto.placeholder == "" and d.proto.HasField("placeholder") for d in at.dataframe[:2])
+
+
+def test_cancelled_and_failed_runs_are_marked_and_not_overlaid_by_default():
+    own_run("a-done", title="finished run")
+    own_run("b-cancelled", title="stopped run", status="cancelled", test_accuracy=0.11)
+    own_run("c-failed", title="broken run", status="failed")
+    at = page()
+    compact = at.dataframe[0].value.set_index("title")
+    assert compact.loc["stopped run", "status"] == "cancelled" and compact.loc["broken run", "status"] == "failed"
+    chosen = overlay(at)
+    assert "a-done" in chosen.value and not {"b-cancelled", "c-failed"} & set(chosen.value)
+    assert "stopped run [cancelled]" in chosen.options and "broken run [failed]" in chosen.options
+    names = " ".join(legend_names(figure(at)))
+    assert "finished run" in names and "stopped run" not in names and "broken run" not in names
+    chosen.select("b-cancelled").run()  # still there to overlay on request
+    assert "stopped run" in " ".join(legend_names(figure(at)))
+
+
+def test_a_new_run_joins_the_table_and_the_overlay_on_the_next_rerun():
+    own_run("a-first", title="first")
+    at = page()
+    overlay(at).unselect("reused-cnn").run()
+    own_run("b-second", title="second")  # e.g. a job finished: the job monitor reruns the page
+    at.run()
+    assert "second" in set(at.dataframe[0].value["title"])
+    chosen = overlay(at).value
+    assert "b-second" in chosen and "reused-cnn" not in chosen  # the user's own choice is kept
+
+
+# --- the curves ----------------------------------------------------------------------------------------------
+
+def test_curves_mark_reference_runs_and_keep_the_legend_outside_the_plot():
+    at = page()
+    fig = figure(at)
+    assert fig["layout"]["legend"]["x"] >= 1 and fig["layout"]["legend"]["xanchor"] == "left"
+    ref = [t for t in fig["data"] if t["name"].startswith("[ref] ")]
+    own = [t for t in fig["data"] if not t["name"].startswith("[ref] ")]
+    assert ref and own
+    assert {t["marker"]["symbol"] for t in ref} == {"diamond-open"} and {t["marker"]["symbol"] for t in own} == {"circle"}
+    dashes = {t["line"]["dash"] for t in fig["data"]}
+    assert dashes == {"solid", "dash"}  # train solid, validation dashed
+
+
+def test_wall_time_is_on_a_log_scale_by_default():
+    at = page()
+    at.radio(key="x_axis").set_value("wall time (s)").run()
+    fig = figure(at)
+    assert fig["layout"]["xaxis"]["type"] == "log" and "log scale" in fig["layout"]["xaxis2"]["title"]["text"]
+    at.toggle(key="log_x").set_value(False).run()
+    assert figure(at)["layout"]["xaxis"].get("type") != "log"
+
+
+def test_ten_runs_get_ten_distinct_colours_one_per_run():
+    for k in range(10):
+        own_run(f"r{k:02d}", title=f"run {k}")
+    at = page()
+    overlay(at).set_value([f"r{k:02d}" for k in range(10)]).run()
+    fig = figure(at)
+    colour_of = {}
+    for t in fig["data"]:
+        colour_of.setdefault(t["legendgroup"], set()).add(t["line"]["color"])
+    assert all(len(c) == 1 for c in colour_of.values())  # train and validation share their run's colour
+    assert len({c.pop() for c in colour_of.values()}) == 10
+
+
+def test_a_running_run_is_overlaid_and_its_curves_grow():
+    w = own_run("live", title="training now", status="running", epochs=2)
+    at = page()
+    assert "live" in overlay(at).value
+    trace = next(t for t in figure(at)["data"] if t["legendgroup"] == "live")
+    assert "(training)" in trace["name"] and points(trace["y"]) == 2
+    w.append_epoch({"epoch": 3, "loss": 0.2, "accuracy": 0.6, "val_loss": 0.3, "val_accuracy": 0.55, "seconds": 2})
+    at.run()  # what the fragment's run_every does every two seconds
+    trace = next(t for t in figure(at)["data"] if t["legendgroup"] == "live")
+    assert points(trace["y"]) == 3
+
+
+def test_titles_in_the_legend_are_shown_as_typed():
+    own_run("h", title=HOSTILE)
+    at = page()
+    overlay(at).set_value(["h"]).run()
+    name = legend_names(figure(at))[0]
+    assert "<img" not in name and "&lt;img" in name  # plotly shows the entity as "<img", never as a tag
+    assert runs_view.legend_name("a " * 40).count("<br>") >= 2  # long titles wrap, never cut
+
+
+# --- rename and delete --------------------------------------------------------------------------------------
+
+def test_only_own_runs_can_be_renamed_or_deleted():
+    own_run("mine", title="mine")
+    at = page()
+    assert at.selectbox(key="manage_run").options == ["mine"]  # no shipped, reused or reference run
+
+
+def test_no_own_runs_no_rename_or_delete():
+    at = page()
+    assert not [s for s in at.selectbox if s.key == "manage_run"]
+    assert "Runs you train appear here." in texts(at)
+
+
+def test_rename_a_run():
+    w = own_run("mine", title="old title")
+    at = page()
+    at.text_input(key="title_mine").input("  new title ").run()
+    at.button(key="rename").click().run()
+    assert not at.exception
+    assert "Renamed: new title" in [s.value for s in at.success]
+    assert "new title" in set(at.dataframe[0].value["title"]) and "old title" not in set(at.dataframe[0].value["title"])
+    assert runs.read_json(w.path / "run.json")["title"] == "new title"
+
+
+def test_a_hostile_title_is_kept_and_shown_literally():
+    own_run("mine", title="old")
+    at = page()
+    at.text_input(key="title_mine").input(HOSTILE).run()
+    at.button(key="rename").click().run()
+    assert runs.get_run("mine").title == HOSTILE
+    assert [s.value for s in at.success] == [md_escape(f"Renamed: {HOSTILE}")]  # Markdown shows it as typed
+    assert HOSTILE in [t.value for t in at.text]  # the delete confirmation names it with st.text
+    rendered = " ".join(m.value for m in list(at.markdown) + list(at.success) + list(at.caption))
+    assert HOSTILE not in rendered
+
+
+def test_delete_a_run_after_confirming():
+    own_run("keep", title="keep me")
+    own_run("gone", title="delete me")
+    at = page()
+    at.selectbox(key="manage_run").set_value("gone").run()
+    popover = [p.proto.popover for p in at.get("popover") if p.proto.popover.label == "Delete"]
+    assert popover  # the delete button is behind a confirmation
+    assert at.button(key="delete").label == "Delete for good"
+    at.button(key="delete").click().run()
+    assert not at.exception
+    assert "Deleted: delete me" in [s.value for s in at.success]
+    assert "delete me" not in set(at.dataframe[0].value["title"])
+    assert "gone" not in overlay(at).value
+    assert not (runs.user_runs_dir() / "gone").exists() and (runs.user_runs_dir() / "keep").exists()
+
+
+def test_a_run_still_training_is_not_deleted():
+    own_run("live", title="training now", status="running")
+    at = page()
+    at.button(key="delete").click().run()
+    assert "still training" in " ".join(e.value for e in at.error)
+    assert (runs.user_runs_dir() / "live").exists()
+
+
+def test_read_only_mode_has_no_rename_or_delete(monkeypatch):
+    own_run("mine", title="mine")
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")
+    at = page()
+    assert not at.error
+    assert not [s for s in at.selectbox if s.key == "manage_run"] and not at.text_input
+    assert not [b for b in at.button if b.key in ("rename", "delete")] and not at.get("popover")
+    assert "mine" in set(at.dataframe[0].value["title"])  # still listed to read
+
+
+# --- settings side by side ----------------------------------------------------------------------------------
+
+def highlighted_rows(at, frame_index: int = 2) -> set[int]:
+    styles = at.dataframe[frame_index].proto.arrow_data.styler.styles
+    rows = set()
+    for selector, body in re.findall(r"([^{}]+)\{([^}]*)\}", styles):
+        if runs_view.DIFFERS_STYLE.split(": ")[1] in body:
+            rows |= {int(n) for n in re.findall(r"_row(\d+)_", selector)}
+    return rows
+
+
+def test_settings_side_by_side_highlight_what_differs():
+    own_run("a", title="small batch", batch_size=16)
+    own_run("b", title="big batch", batch_size=128, learning_rate=0.01)
+    at = page()
+    overlay(at).set_value(["a", "b", "lab3-mnist-digit-cnn"]).run()
+    settings = at.dataframe[2].value
+    assert list(settings.columns) == ["small batch", "big batch", "[ref] CNN 32-64 + BN + Dense256 (MNIST digits)"]
+    assert settings.loc["batch_size"].tolist() == ["16", "128", "128"]
+    assert settings.loc["learning_rate"].tolist() == ["0.001", "0.01", ""]  # the reference did not publish it
+    keys = list(settings.index)
+    lit = {keys[i] for i in highlighted_rows(at)}
+    assert {"batch_size", "learning_rate", "architecture", "dataset"} <= lit
+    assert not {"optimizer", "epochs", "device"} & lit  # the same wherever stated
+    at.toggle(key="only_differs").set_value(True).run()
+    assert set(at.dataframe[2].value.index) == lit
+
+
+# --- the job monitor ----------------------------------------------------------------------------------------
+
+def finished_job(status="done", test_accuracy=0.8765):
+    job = jobs.submit(RunConfig.preset("mlp", epochs=2, max_samples=40), title="job title", start_worker=False)
+    own_run(os.path.basename(job.run_dir), title="job title", status=status, test_accuracy=test_accuracy)
+    with jobs._connect() as con:
+        con.execute("UPDATE jobs SET status=?, epoch=2 WHERE id=?", (status, job.id))
+    return job
+
+
+def test_a_finished_job_shows_its_test_accuracy():
+    finished_job()
+    at = page()
+    assert any("Test accuracy **0.8765** on 10,000 images" in m.value for m in at.markdown)
+
+
+def test_a_cancelled_job_is_marked_and_its_run_not_overlaid():
+    job = finished_job("cancelled", test_accuracy=0.11)
+    at = page()
+    assert any(f"**Job {job.id}** · `cancelled`" in m.value for m in at.markdown)
+    assert any("cancelled: its curves are left out of the overlay" in c.value for c in at.caption)
+    assert os.path.basename(job.run_dir) not in overlay(at).value
+
+
+def test_a_pending_cancel_reads_cancelling():
+    job = jobs.submit(RunConfig.preset("mlp", epochs=2, max_samples=40), start_worker=False)
+    with jobs._connect() as con:
+        con.execute("UPDATE jobs SET status='running', pid=?, cancel_requested=1 WHERE id=?", (os.getpid(), job.id))
+    at = page()
+    assert any("`cancelling...`" in m.value for m in at.markdown)
+    assert at.button(key=f"cancel_{job.id}").disabled
+
+
+def test_cancel_button_asks_the_job_to_stop():
+    job = jobs.submit(RunConfig.preset("mlp", epochs=2, max_samples=40), start_worker=False)
+    with jobs._connect() as con:
+        con.execute("UPDATE jobs SET status='running', pid=? WHERE id=?", (os.getpid(), job.id))
+    at = page()
+    at.button(key=f"cancel_{job.id}").click().run()
+    assert not at.exception and jobs.get_job(job.id).shown_status == "cancelling"
+    assert any("`cancelling...`" in m.value for m in at.markdown)
+
+
+def test_the_palette_keeps_a_dozen_runs_apart():
+    import itertools
+
+    rgb = [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in runs_view.PALETTE[:12]]
+    closest = min(sum((a - b) ** 2 for a, b in zip(p, q)) ** 0.5 for p, q in itertools.combinations(rgb, 2))
+    assert len(set(runs_view.PALETTE)) >= 20 and closest > 60
