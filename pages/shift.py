@@ -6,7 +6,7 @@ from core.errors import DigitLabError
 from core.reframing import DEFAULT_METHOD, METHODS
 from ui import cache, shift_view
 from ui.nav import ensure_app_navigation
-from ui.safe import md_escape, show_error
+from ui.safe import md_escape, show_error, shown_path
 
 ensure_app_navigation()
 
@@ -17,7 +17,7 @@ st.caption("What differs between MNIST, the source the model learned from, and a
 
 SOURCES = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "MNIST test set (source domain)",
            "collected": "my drawn digits", "upload": "upload a .zip"}
-c1, c2 = st.columns([2, 1])
+c1, c2 = st.columns([3, 2])
 source = c1.selectbox("Target data set", list(SOURCES), format_func=SOURCES.get, key="source")
 method = c2.radio("Reframing", METHODS, index=METHODS.index(DEFAULT_METHOD), horizontal=True, key="method")
 
@@ -56,10 +56,11 @@ m = st.columns(4)
 m[0].metric("MNIST digits", f"{len(src):,}")
 m[1].metric("Target images", f"{len(tgt):,}",
             help=f"{len(tgt.dropped)} left out (blank after reframing, or unreadable)" if tgt.dropped else None)
-closed = (result.distances["verdict"].isin(["closed", "narrowed"])).sum()
+shrunk = (result.distances["verdict"].isin(["closed", "narrowed"])).sum()
 left = (result.distances["scaled_after"] >= shift.NOTICEABLE).sum()
-m[2].metric("Gaps closed or narrowed", f"{closed} of {len(result.distances)}")
-m[3].metric("Gaps left after reframing", f"{left} of {len(result.distances)}",
+m[2].metric("Gaps shrunk", f"{shrunk} of {len(result.distances)}",
+            help="Properties whose gap reframing closed, or narrowed to half or less.")
+m[3].metric("Gaps left", f"{left} of {len(result.distances)}",
             help=f"Properties whose distance after reframing is at least {shift.NOTICEABLE} source standard "
                  "deviations.")
 if tgt.dropped:
@@ -74,14 +75,18 @@ st.caption("Wasserstein distance (earth mover's distance) between the source's a
            "property's unit, and divided by the spread (standard deviation) of MNIST as given, so that properties "
            f"compare. Verdicts: a gap under {shift.NOTICEABLE} standard deviations is none; *closed* ends under "
            f"it; *narrowed* at most {shift.NARROWED:.0%} of before; *widened* at least {shift.WIDENED:.0%}.")
-table = result.distances[["label", "unit", "before", "after", "scaled_before", "scaled_after", "change", "verdict"]]
+# Units and the change are in the CSV and under "How each property is measured": the table fits 1024 px.
+table = result.distances[["label", "before", "after", "scaled_before", "scaled_after", "verdict"]]
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     "label": st.column_config.TextColumn("property"),
-    "before": st.column_config.NumberColumn("before", format="%.3f", help="distance before reframing (unit)"),
-    "after": st.column_config.NumberColumn("after", format="%.3f", help="distance after reframing (unit)"),
-    "scaled_before": st.column_config.NumberColumn("before (SD)", format="%.2f"),
-    "scaled_after": st.column_config.NumberColumn("after (SD)", format="%.2f"),
-    "change": st.column_config.NumberColumn("change (SD)", format="%+.2f"),
+    "before": st.column_config.NumberColumn("before", format="%.3f",
+                                            help="Distance before reframing, in the property's unit"),
+    "after": st.column_config.NumberColumn("after", format="%.3f",
+                                           help="Distance after reframing, in the property's unit"),
+    "scaled_before": st.column_config.NumberColumn("before (SD)", format="%.2f",
+                                                   help="Before, in standard deviations of MNIST as given"),
+    "scaled_after": st.column_config.NumberColumn("after (SD)", format="%.2f",
+                                                  help="After, in standard deviations of MNIST as given"),
 })
 st.download_button("Download distances (CSV)", result.distances.to_csv(index=False),
                    f"shift-{result.target.name}-{method}.csv", "text/csv", key="dl_distances")
@@ -93,6 +98,9 @@ with st.expander("How each property is measured"):
                 "size: resizing invents levels the scan never had.")
 
 st.subheader("Distributions, before and after reframing")
+st.caption("**Blue**: MNIST (source). **Orange**: the target. Share of each domain's images per bin; both views of "
+           "a property share bins and axes. The axes leave off at most the most extreme 0.5 % of each domain on "
+           "either side.")
 long = result.long_table()
 props = list(shift.PROPERTIES)
 for i in range(0, len(props), 2):
@@ -104,36 +112,54 @@ st.subheader("What the model sees: its penultimate-layer features")
 st.caption("The input of the model's last Dense layer (the features its classifier separates) for a stratified "
            "sample of each domain, both reframed, mapped to 2-D. Where the target's points sit apart from MNIST's, "
            "the model meets inputs unlike those it learned from.")
-f1, f2, f3 = st.columns([2, 2, 1])
+f1, f2 = st.columns([3, 2], vertical_alignment="bottom")
 colour_by = f1.segmented_control("Colour by", list(shift_view.COLOUR_BY), default="domain", key="colour_by") \
     or "domain"
 per_domain = f2.select_slider("Images per domain", [250, 500, 1000], value=1000, key="per_domain",
                               help="A stratified sample of at most this many images of each domain.")
-want_tsne = f3.toggle("t-SNE", key="tsne", help="t-SNE takes seconds to a minute on a busy 2-core server.")
+want_tsne = st.toggle("Also draw a t-SNE map (seconds; longer on a busy server)", key="tsne")
 predictor = cache.predictor()
+target_key = shift_view.dataset_key(dataset)
 try:
     with st.spinner("Reading the model's features..."):
-        sample, feats = shift_view.features(predictor, "reused", dataset, shift_view.dataset_key(dataset), method,
-                                            per_domain, src.index, tgt.index)
-        pca = shift_view.embedding(feats, "reused", shift_view.dataset_key(dataset), method, per_domain, "pca")
+        sample, feats = shift_view.features(predictor, "reused", dataset, target_key, method, per_domain,
+                                            src.index, tgt.index)
+        pca = shift_view.embedding(feats, "reused", target_key, method, per_domain, "pca")
+    tsne = None
+    if want_tsne:
+        working = st.empty()
+        with working.status(f"t-SNE of {len(sample):,} images (perplexity 30, random_state 0)..."):
+            tsne = shift_view.embedding(feats, "reused", target_key, method, per_domain, "tsne")
+        working.empty()
 except DigitLabError as e:
     show_error(e)
     st.stop()
 acc = sample.groupby("domain")["correct"].mean()
-width = feats.shape[1]
 st.caption(f"{(sample['domain'] == 'source').sum():,} MNIST and {(sample['domain'] == 'target').sum():,} target "
-           f"images, {width:,} features each. Right on this sample: MNIST {acc.get('source', 0):.1%}, target "
-           f"{acc.get('target', 0):.1%}.")
-maps = st.columns(2) if want_tsne else [st.container()]
+           f"images, {feats.shape[1]:,} features each. Right on this sample: MNIST {acc.get('source', 0):.1%}, "
+           f"target {acc.get('target', 0):.1%}.")
+maps = st.columns(2)
 maps[0].plotly_chart(shift_view.feature_scatter(sample, pca, colour_by, "PCA (first two components)"),
                      width="stretch", key="map_pca")
-if want_tsne:
-    with maps[1]:
-        with st.status(f"t-SNE of {len(sample):,} images (perplexity 30, random_state 0)...") as tsne_status:
-            tsne = shift_view.embedding(feats, "reused", shift_view.dataset_key(dataset), method, per_domain,
-                                        "tsne")
-            tsne_status.update(label="t-SNE done", state="complete")
-        st.plotly_chart(shift_view.feature_scatter(sample, tsne, colour_by, "t-SNE"), width="stretch",
-                        key="map_tsne")
+if tsne is not None:
+    maps[1].plotly_chart(shift_view.feature_scatter(sample, tsne, colour_by, "t-SNE"), width="stretch",
+                         key="map_tsne")
 else:
-    st.caption("Turn on t-SNE for a map that keeps neighbourhoods (on this sample; it takes seconds or more).")
+    maps[1].info("Turn on **t-SNE** (above) for a map that keeps neighbourhoods: images the model finds alike "
+                 "land together.")
+
+st.subheader("What labelled target digits would buy")
+adapted = shift_view.newest_adaptation(dataset.name, method)
+if adapted is None:
+    st.caption("No few-shot adaptation has been saved for this data set yet. Run one in the background, e.g. "
+               f"`python -m core adapt --target {source if source != 'upload' else 'PATH.zip'} --background`; "
+               "its learning curve then appears here: what reframing cannot close, a few labels per class can.")
+else:
+    try:
+        st.plotly_chart(shift_view.adaptation_curve(adapted), width="stretch", key="kshot")
+        st.markdown(shift_view.adaptation_sentence(adapted))
+        st.caption(f"Adaptation {md_escape(adapted.get('id', ''))}: {adapted['n_test']:,} test images, reframing "
+                   f"`{adapted['reframing']}`, model {md_escape(shown_path(adapted.get('model')))}; mean and "
+                   "standard deviation over seeds.")
+    except (KeyError, TypeError, ValueError, IndexError):  # a result written by another version: say so, go on
+        st.caption("The saved adaptation result for this data set could not be read by this version.")

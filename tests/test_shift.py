@@ -235,14 +235,30 @@ def test_penultimate_features_have_the_width_of_the_last_dense_input():
     assert shift.embed_2d(feats, "tsne").shape == (40, 2)
 
 
+def saved_adaptation(target="sklearn-digits"):
+    """A result.json as core.adaptation's background job writes it (only the fields the page reads)."""
+    from core.adaptation import results_dir
+
+    summary = [{"strategy": s, "shots": k, "mean": m, "std": 0.01, "n": 3, "mnist_mean": 0.97}
+               for s, k, m in (("last-layer", 1, 0.95), ("last-layer", 50, 0.985), ("fine-tune", 1, 0.955),
+                               ("fine-tune", 50, 0.99), ("scratch", 1, 0.3), ("scratch", 50, 0.9))]
+    folder = results_dir() / "adapt-1"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({
+        "target": target, "model": "models/reused-cnn/model.keras", "reframing": "paper", "n_test": 899,
+        "n_pool": 898, "zero_shot": 0.94, "zero_shot_mnist": 0.98, "results": [], "summary": summary}))
+
+
 def test_shift_page_renders_on_sklearn_digits(small_source):
     from streamlit.testing.v1 import AppTest
 
+    saved_adaptation()
     at = AppTest.from_file("../pages/shift.py", default_timeout=TIMEOUT).run()
     assert not at.exception and not at.error
     assert at.selectbox(key="source").value == "sklearn-digits"
     text = " ".join(m.value for m in at.markdown)
     assert "Reframing closes the gaps in polarity" in text
+    assert "With 50 labelled target digits per class, fine-tune reaches 99.0%" in text
     assert {m.label: m.value for m in at.metric}["Target images"] == "1,797"
     assert len(at.dataframe[0].value) == len(shift.PROPERTIES)
     at.radio(key="method").set_value("naive").run()
