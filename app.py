@@ -1,6 +1,7 @@
 """Digit Reuse Lab: entry point. `streamlit run app.py`"""
 import streamlit as st
 
+from ui import warmup
 from ui.safe import guard
 
 st.set_page_config(page_title="Digit Reuse Lab", page_icon=":material/draw:", layout="wide")
@@ -14,5 +15,11 @@ PAGES = [
     st.Page("pages/training.py", title="Training Runs", icon=":material/monitoring:", url_path="training"),
 ]
 
-with guard():  # an unexpected error: a short message here, the traceback in the server log
-    st.navigation(PAGES).run()
+try:
+    with guard():  # an unexpected error: a short message here, the traceback in the server log
+        st.navigation(PAGES).run()
+finally:
+    # TensorFlow and the shipped model load in a background thread, started by the first page load of this
+    # process (later calls cost a lock): drawing then never waits for them. Started after the page has run
+    # (also when it ended with st.stop or st.rerun), so the first page does not share the CPU with the import.
+    warmup.start()

@@ -1,13 +1,48 @@
 """st.cache_* wrappers around core: the model is loaded once per process, data sets once per session."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core import models
 
 
-@st.cache_resource(show_spinner="Loading the model (TensorFlow starts once per process)...", max_entries=12)
+WARMUP_SPINNER = "Getting the model ready: TensorFlow is warming up in the background (once per server start)..."
+
+
 def predictor(path: str | None = None) -> models.Predictor:
+    """The predictor of a model file (None: the shipped reused model), loaded once per process.
+
+    The shipped model normally comes ready from ui.warmup's background thread (app.py starts it when the
+    server's first page loads): returned as is, never loaded again. While that thread still runs, any load
+    waits for it, with a spinner saying so: loading here too would import TensorFlow from two threads at once
+    and fight it for the CPU. Without a warm-up (a page run on its own, DIGITLAB_WARMUP=0) or after a failed
+    one, the model loads here as before, with the usual spinner and error.
+    """
+    from ui import warmup
+
+    if warmup.state() == warmup.RUNNING:
+        with st.spinner(WARMUP_SPINNER, show_time=True):
+            warmup.wait()
+    if _is_reused(path):
+        warmed = warmup.ready()
+        if warmed is not None:
+            return warmed
+    return _load_predictor(path)
+
+
+def _is_reused(path: str | None) -> bool:
+    if path in (None, ""):
+        return True
+    try:
+        return Path(path).resolve() == models.reused_model_path().resolve()
+    except OSError:
+        return False
+
+
+@st.cache_resource(show_spinner="Loading the model (TensorFlow starts once per process)...", max_entries=12)
+def _load_predictor(path: str | None = None) -> models.Predictor:
     return models.Predictor.load(path)
 
 

@@ -1,0 +1,142 @@
+"""Warm TensorFlow and the shipped model up in a background thread, once per server process.
+
+Why: on a fresh server the first prediction waited ~5 s after the stroke (issue 8) for `import tensorflow`,
+loading the model and tracing its tf.function. app.py calls `start()` on every page load; the first call
+starts one daemon thread that does all three, and `ui.cache.predictor()` hands out the predictor it made,
+so the model is never loaded twice. A page that needs the model while the thread still runs waits for it
+(with a spinner that says so) instead of importing TensorFlow a second time from another thread.
+
+The thread never calls Streamlit, not even a cached function: Streamlit 1.67's `st.cache_resource` does work
+from a foreign thread, but every call logs "missing ScriptRunContext" and a spinner or element made there goes
+nowhere. So this module does not import streamlit at all; the registry is a plain dict under a lock.
+
+A failed warm-up (model file missing, TensorFlow broken) is logged and remembered; pages then load the model
+themselves, as before, with their normal spinner and error message.
+
+`DIGITLAB_WARMUP=0` (or false, no, off) turns it off: a server short of memory, or a measurement without it.
+Nothing here runs at import time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+LOG = logging.getLogger("digitlab")
+
+IDLE, RUNNING, READY, FAILED, OFF = "idle", "running", "ready", "failed", "off"
+#: How long a page waits for a running warm-up before loading the model itself (a hung thread must not
+#: hang every page for good; normally the wait is a few seconds).
+WAIT_LIMIT_S = 300.0
+
+_lock = threading.Lock()
+_done = threading.Event()
+_state: dict = {"state": IDLE, "predictor": None, "error": None, "seconds": {}, "thread": None}
+
+
+def enabled() -> bool:
+    return os.environ.get("DIGITLAB_WARMUP", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def load_reused(seconds: dict) -> object:
+    """Import TensorFlow, load the shipped model and make its first (tracing) call; times go in `seconds`."""
+    t0 = time.perf_counter()
+    import numpy as np
+    import tensorflow  # noqa: F401  the longest part (4-20 s on a busy 2-core machine), timed on its own
+
+    from core.models import Predictor, classify
+    from core.reframing import METHODS
+
+    t1 = time.perf_counter()
+    predictor = Predictor.load(None)
+    t2 = time.perf_counter()
+    # The first call traces the tf.function (~1 s); one reframed stroke per method also runs each reframing
+    # once, as the Draw page's first answer will.
+    stroke = np.full((96, 96), 255, np.uint8)
+    stroke[16:80, 44:52] = 0
+    for method in METHODS:
+        classify(predictor, stroke, method)
+    seconds.update(tensorflow=t1 - t0, model=t2 - t1, first_call=time.perf_counter() - t2)
+    return predictor
+
+
+def _run(loader: Callable[[dict], object]) -> None:
+    """The thread's body: no st.* here (see the module's docstring)."""
+    seconds: dict = {}
+    t0 = time.perf_counter()
+    try:
+        predictor = loader(seconds)
+    except BaseException as e:  # anything, even SystemExit from a broken import: pages then load it themselves
+        with _lock:
+            _state.update(state=FAILED, error=e)
+        LOG.warning("Model warm-up failed after %.1f s (%s: %s); pages will load the model themselves.",
+                    time.perf_counter() - t0, type(e).__name__, e)
+    else:
+        seconds["total"] = time.perf_counter() - t0
+        with _lock:
+            _state.update(state=READY, predictor=predictor, seconds=seconds)
+        LOG.info("Model warm-up ready in %.1f s (%s).", seconds["total"],
+                 ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total"))
+    finally:
+        _done.set()
+
+
+def start(loader: Callable[[dict], object] | None = None) -> bool:
+    """Start the warm-up thread unless it has been started in this process (or is turned off).
+
+    Cheap after the first call (a lock), so app.py calls it on every page load. True when this call started it.
+    """
+    with _lock:
+        if _state["state"] != IDLE:
+            return False
+        if not enabled():
+            _state["state"] = OFF
+            _done.set()
+            return False
+        _state["state"] = RUNNING
+        # daemon: a server that stops never waits for TensorFlow to finish importing
+        thread = threading.Thread(target=_run, args=(loader or load_reused,), name="digitlab-warmup", daemon=True)
+        _state["thread"] = thread
+    LOG.info("Model warm-up started in the background.")
+    thread.start()
+    return True
+
+
+def state() -> str:
+    """idle (not started), running, ready, failed or off."""
+    with _lock:
+        return _state["state"]
+
+
+def ready():
+    """The warmed-up predictor of the shipped model, or None (not started, still running, failed or off)."""
+    with _lock:
+        return _state["predictor"] if _state["state"] == READY else None
+
+
+def wait(timeout: float | None = WAIT_LIMIT_S):
+    """Wait for a running warm-up to end (at most `timeout` s); its predictor, or None if it has none."""
+    if state() == IDLE:
+        return None  # never started (a page run on its own, e.g. in a test): nothing to wait for
+    _done.wait(timeout)
+    return ready()
+
+
+def info() -> dict:
+    """What happened: state, seconds per phase, and the error's text when it failed."""
+    with _lock:
+        err = _state["error"]
+        return {"state": _state["state"], "seconds": dict(_state["seconds"]),
+                "error": None if err is None else f"{type(err).__name__}: {err}"}
+
+
+def _reset() -> None:
+    """Back to 'never started' (tests only): waits for a running thread first, so it cannot report later."""
+    thread = _state["thread"]
+    if thread is not None:
+        thread.join(WAIT_LIMIT_S)
+    with _lock:
+        _state.update(state=IDLE, predictor=None, error=None, seconds={}, thread=None)
+        _done.clear()
