@@ -259,6 +259,8 @@ def job_monitor() -> None:
                         st.code(job.error)
             elif job.run_dir is None:
                 c1.caption("Cancelled before it started: no run was created.")
+            elif run is None and not Path(job.run_dir).exists():
+                c1.caption(f"{job.epoch} epochs · its run was deleted")
             else:
                 accuracy = run.test_accuracy if run is not None else None
                 tested = (run.extra.get("metrics", {}).get("test_n") if run is not None else None)

@@ -150,7 +150,7 @@ def test_wall_time_is_on_a_log_scale_by_default():
     at = page()
     at.radio(key="x_axis").set_value("wall time (s)").run()
     fig = figure(at)
-    assert fig["layout"]["xaxis"]["type"] == "log" and "log scale" in fig["layout"]["xaxis2"]["title"]["text"]
+    assert fig["layout"]["xaxis"]["type"] == "log" and "log scale" in fig["layout"]["xaxis"]["title"]["text"]
     at.toggle(key="log_x").set_value(False).run()
     assert figure(at)["layout"]["xaxis"].get("type") != "log"
 
@@ -337,3 +337,10 @@ def test_the_palette_keeps_a_dozen_runs_apart():
     rgb = [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in runs_view.PALETTE[:12]]
     closest = min(sum((a - b) ** 2 for a, b in zip(p, q)) ** 0.5 for p, q in itertools.combinations(rgb, 2))
     assert len(set(runs_view.PALETTE)) >= 20 and closest > 60
+
+
+def test_a_job_whose_run_was_deleted_says_so():
+    job = finished_job()
+    runs.delete_run(os.path.basename(job.run_dir))
+    at = page()
+    assert any("its run was deleted" in c.value for c in at.caption)

