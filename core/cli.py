@@ -47,25 +47,61 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def _model_factory(model_path: Path):
+    """The model under test, loaded (with TensorFlow) only when an evaluation is not cached, and only once."""
+    from core.models import Predictor
+
+    loaded = []
+
+    def factory():
+        if not loaded:
+            loaded.append(Predictor.load(model_path))
+        return loaded[0]
+
+    return factory
+
+
+def _check_target_accuracy(value: float) -> None:
+    from core.errors import InvalidOptionError
+
+    if not 0.5 <= value <= 1.0:  # refused before any evaluation runs
+        raise InvalidOptionError("--target-accuracy", value, "a share from 0.5 to 1, e.g. 0.99")
+
+
+def _automation_line(a: dict) -> str:
+    from core.report import ci_text, pct
+
+    if a["threshold"] is None:
+        return f"automation: no confidence threshold reaches {pct(a['target_accuracy'])} accuracy"
+    return (f"automate {pct(a['coverage'])} of digits at >= {pct(a['target_accuracy'])} accuracy (threshold "
+            f"{a['threshold']:.3f}; accuracy {pct(a['accuracy'])}, {ci_text(a['low'], a['high'])})")
+
+
 def cmd_evaluate(args) -> int:
     from core.datasets import load_target
     from core.evaluation import evaluate
-    from core.models import Predictor
+    from core.models import resolve_model_path
+    from core.report import ci_text, describe_model
 
+    _check_target_accuracy(args.target_accuracy)
     dataset = load_target(args.target)
-    model_path = Path(args.model) if args.model else None
-    if model_path is not None and model_path.is_dir():
-        model_path = model_path / "model.keras"
-    ev = evaluate(Predictor.load(model_path), dataset, args.reframing, model_path=model_path,
+    model_path = resolve_model_path(args.model)  # a file, a run folder or a run id
+    # A factory: a cached evaluation never loads the model, nor TensorFlow.
+    ev = evaluate(_model_factory(model_path), dataset, args.reframing, model_path=model_path,
                   use_cache=not args.no_cache)
     for warning in ev.warnings:  # e.g. the cache could not be written: the result stands, the user is told
         print(f"warning: {warning}", file=sys.stderr)
-    out = ev.as_dict()
+    out = ev.as_dict(args.target_accuracy)
     out["target"] = args.target
+    out["model"] = describe_model(model_path)
+    m = out["model"]
     lines = [f"{args.target}: {ev.n} images ({dataset.provenance}), reframing {args.reframing}",
-             f"accuracy {out['accuracy']:.4f}  macro precision {out['macro']['precision']:.4f}  "
-             f"recall {out['macro']['recall']:.4f}  F1 {out['macro']['f1']:.4f}  blank {ev.blank}  "
-             f"skipped {len(ev.skipped)}",
+             f"model {m.get('title') or m.get('name', '')} ({m['file']}, {m.get('params', 0):,} parameters, "
+             f"sha256 {m['sha256'][:12]})",
+             f"accuracy {out['accuracy']:.4f} ({ci_text(*out['accuracy_ci'])})  macro precision "
+             f"{out['macro']['precision']:.4f}  recall {out['macro']['recall']:.4f}  F1 {out['macro']['f1']:.4f}  "
+             f"blank {ev.blank}  skipped {len(ev.skipped)}",
+             _automation_line(out["automation"]),
              "digit    TP    TN    FP    FN  accuracy  recall  precision  F1"]
     lines += [f"{r['digit']:>5} {r['tp']:>5} {r['tn']:>5} {r['fp']:>5} {r['fn']:>5}  {r['accuracy']:.4f}  "
               f"{r['recall']:.4f}  {r['precision']:.4f}  {r['f1']:.4f}" for r in out["per_digit"]]
@@ -73,6 +109,46 @@ def cmd_evaluate(args) -> int:
         lines.append(f"no images of digit(s) {dataset.missing_classes()}")
     lines += [f"skipped {s}" for s in ev.skipped[:20]] + (["..."] if len(ev.skipped) > 20 else [])
     _print(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from core import numbers, report
+    from core.adaptation import load_results
+    from core.datasets import load_target
+    from core.evaluation import compare_methods
+    from core.models import resolve_model_path
+    from core.storage import atomic_write_text
+
+    _check_target_accuracy(args.target_accuracy)
+    dataset = load_target(args.target)
+    model_path = resolve_model_path(args.model)
+    factory = _model_factory(model_path)
+    comparison = compare_methods(factory, dataset, model_path)  # every method: the report compares them
+    for warning in dict.fromkeys(w for ev in comparison.values() for w in ev.warnings):
+        print(f"warning: {warning}", file=sys.stderr)
+    ev = comparison[args.reframing]
+    summary = ev.as_dict(args.target_accuracy)
+    numbers_result = None
+    if not args.no_numbers:
+        images, labels = numbers.compose_numbers()
+        numbers_result = numbers.evaluate_numbers(factory(), images, labels, args.reframing)
+        numbers_result["provenance"] = f"{len(labels)} numbers 0-303 composed from scikit-learn digit scans"
+    adaptation = report.pick_adaptation(load_results(dataset.name), model_path, args.reframing)
+    identity = report.describe_model(model_path)
+    html = report.build_html(ev, dataset.images, comparison, model=identity, numbers=numbers_result,
+                             dataset_note=report.describe_dataset(dataset.name, dataset.provenance, dataset.labels,
+                                                                  dataset.images, len(dataset.skipped)),
+                             adaptation=adaptation, target_accuracy=args.target_accuracy, files=dataset.files,
+                             summary=summary)
+    out_path = Path(args.out)
+    atomic_write_text(out_path, html)
+    data = {"out": str(out_path.resolve()), "target": args.target, "reframing": args.reframing, "model": identity,
+            "n": ev.n, "accuracy": summary["accuracy"], "accuracy_ci": summary["accuracy_ci"],
+            "automation": summary["automation"], "verdict": report.verdict(summary, adaptation, dataset.name),
+            "numbers": None if numbers_result is None else numbers_result["accuracy"],
+            "adaptation": None if adaptation is None else adaptation.get("id")}
+    _print(data, args.json, str(out_path))
     return 0
 
 
@@ -300,8 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
     p.add_argument("--no-cache", action="store_true", help="recompute instead of reading the evaluation cache")
+    p.add_argument("--target-accuracy", type=float, default=0.99,
+                   help="the accuracy the automation figure must keep (default 0.99)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="the whole report as one offline HTML file (verdict, identity, charts)")
+    p.add_argument("--target", required=True, help="sklearn-digits | mnist-test | collected | a folder or .zip "
+                                                   "of images in folders 0..9")
+    p.add_argument("--model", help="a .keras/.h5 file, run folder or run id (default: the shipped reused CNN)")
+    p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
+    p.add_argument("--target-accuracy", type=float, default=0.99,
+                   help="the accuracy the automation figure must keep (default 0.99)")
+    p.add_argument("--no-numbers", action="store_true", help="leave out the 300 built-in numbers (saves ~6 s)")
+    p.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate-numbers", help="read numbers of 1-3 digits (split, classify, recompose)")
     p.add_argument("--target", required=True, help="builtin | a folder of images named like 127_0001.png")

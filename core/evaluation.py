@@ -111,13 +111,29 @@ class Evaluation:
         """Indices of the images behind one confusion-matrix cell (predicted may be BLANK)."""
         return np.flatnonzero((self.y_true == true_digit) & (self.y_pred == predicted))
 
-    def as_dict(self) -> dict:
-        """The CLI's --json shape."""
+    def as_dict(self, target_accuracy: float | None = None) -> dict:
+        """The CLI's --json shape, with the risk-coverage analysis (core.coverage) at `target_accuracy`.
+
+        `accuracy_ci` is the accuracy's 95 % Wilson interval; `coverage` one row per confidence threshold;
+        `automation` the most images a threshold accepts at >= target_accuracy (default 0.99), also per
+        predicted digit. Unreadable images are left out of all of them, as of every metric.
+        """
+        from core import coverage
+
+        target = coverage.DEFAULT_TARGET if target_accuracy is None else target_accuracy
+        keep = np.asarray(self.y_pred) != UNREADABLE
+        y_true, y_pred, proba = np.asarray(self.y_true)[keep], np.asarray(self.y_pred)[keep], \
+            np.asarray(self.probabilities)[keep]
+        acc = coverage.accuracy_with_interval(y_true, y_pred)
         return {"target": self.target, "provenance": self.provenance, "reframing": self.method, "n": self.n,
                 **summary_metrics(self.y_true, self.y_pred), "per_digit": self.per_digit(),
                 "confusion_matrix": self.confusion_matrix().tolist(), "blank": self.blank,
                 "skipped": len(self.skipped), "skipped_files": self.skipped, "seconds": round(self.seconds, 3),
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings),
+                "accuracy_ci": [acc["low"], acc["high"]],
+                "coverage": coverage.risk_coverage(y_true, y_pred, proba),
+                "automation": coverage.automation(y_true, y_pred, proba, target),
+                "automation_per_digit": coverage.automation_per_digit(y_true, y_pred, proba, target)}
 
 
 def fingerprint(*parts) -> str:

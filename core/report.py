@@ -1,20 +1,51 @@
-"""The reused-model report as tables (pandas) and as one self-contained HTML file a stakeholder opens offline."""
+"""The reused-model report as tables (pandas), a verdict written from the numbers, and one self-contained HTML
+file a stakeholder opens offline (no JavaScript, images inline as PNG, charts inline as SVG).
+
+Every share is written as a percentage, and every accuracy with its 95 % Wilson interval (core.coverage).
+"""
 from __future__ import annotations
 
 import base64
 import html
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.evaluation import Evaluation, summary_metrics
+from core import svg
+from core.coverage import DEFAULT_TARGET, wilson_interval
+from core.evaluation import BLANK, Evaluation, summary_metrics
 from core.images import encode_png, thumbnail
 from core.reframing import reframe
 
 COUNT_COLUMNS = ["digit", "tp", "tn", "fp", "fn"]
 RATE_COLUMNS = ["digit", "accuracy", "recall", "precision", "f1"]
+#: The rates table with its intervals: recall and precision each with the low and high end of its 95 % CI.
+RATE_CI_COLUMNS = ["digit", "images", "accuracy", "recall", "recall_low", "recall_high", "precision",
+                   "precision_low", "precision_high", "f1"]
+#: Tiles per page in the "images behind a cell" view: four rows of six at 1024 px.
+TILES_PER_PAGE = 24
 
+
+def pct(x: float | None, digits: int = 1) -> str:
+    """0.9413 -> '94.1 %' (the report's one way of writing a share); None -> 'n/a'."""
+    return "n/a" if x is None else f"{100 * float(x):.{digits}f} %"
+
+
+def ci_text(low: float | None, high: float | None, digits: int = 1) -> str:
+    """'95 % CI 93.0-95.1 %'."""
+    if low is None or high is None:
+        return "95 % CI n/a"
+    return f"95 % CI {100 * low:.{digits}f}-{100 * high:.{digits}f} %"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 image', '2 images', '1,797 images'."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+# --- tables -------------------------------------------------------------------------------------------------
 
 def per_digit_frame(ev: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(ev.per_digit())
@@ -29,88 +60,497 @@ def confusion_frame(ev: Evaluation, normalise: bool = False) -> pd.DataFrame:
     return df if normalise else df.astype(int)
 
 
+def rates_frame(rows: list[dict]) -> pd.DataFrame:
+    """Per digit: images, accuracy, recall and precision each with its 95 % Wilson interval, F1.
+
+    `rows` is Evaluation.per_digit() (or the `per_digit` of its as_dict()).
+    """
+    out = []
+    for r in rows:
+        tp, fp, fn = r["tp"], r["fp"], r["fn"]
+        rl, rh = wilson_interval(tp, tp + fn) if tp + fn else (None, None)
+        pl, ph = wilson_interval(tp, tp + fp) if tp + fp else (None, None)
+        out.append({"digit": r["digit"], "images": tp + fn, "accuracy": r["accuracy"], "recall": r["recall"],
+                    "recall_low": rl, "recall_high": rh, "precision": r["precision"], "precision_low": pl,
+                    "precision_high": ph, "f1": r["f1"]})
+    return pd.DataFrame(out, columns=RATE_CI_COLUMNS)
+
+
 def comparison_frame(evaluations: dict[str, Evaluation]) -> pd.DataFrame:
-    """Accuracy, macro F1 and per-digit recall of each reframing method on the same data set."""
+    """Accuracy (with its 95 % CI), macro F1 and per-digit recall of each reframing method on one data set."""
     rows = []
     for method, ev in evaluations.items():
         s = summary_metrics(ev.y_true, ev.y_pred)
-        row = {"method": method, "accuracy": s["accuracy"], "macro_f1": s["macro"]["f1"], "blank": ev.blank}
+        n, correct = ev.n, int(round(s["accuracy"] * ev.n))
+        low, high = wilson_interval(correct, n)
+        row = {"method": method, "accuracy": s["accuracy"], "accuracy_low": low, "accuracy_high": high,
+               "macro_f1": s["macro"]["f1"], "blank": ev.blank}
         row.update({f"recall_{r['digit']}": r["recall"] for r in ev.per_digit()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _img_tag(image, size: int = 56) -> str:
-    data = base64.b64encode(encode_png(thumbnail(image, size))).decode()
-    return f'<img src="data:image/png;base64,{data}" width="{size}" height="{size}">'
+def automation_frame(rows: list[dict]) -> pd.DataFrame:
+    """The automation figure per predicted digit (core.coverage.automation_per_digit) as a table."""
+    return pd.DataFrame([{"predicted digit": r["digit"], "images": r["predicted"], "threshold": r["threshold"],
+                          "automated": r["coverage"], "automated images": r["accepted"], "accuracy": r["accuracy"],
+                          "accuracy_low": r["low"], "accuracy_high": r["high"]} for r in rows])
 
 
-def _table(df: pd.DataFrame, weakest: list[str] = (), fmt: str = "{:.4f}") -> str:
-    """An HTML table; the weakest value of each column in `weakest` is marked, as the paper does."""
+def usual_confusions(summary: dict, digit: int, top: int = 2) -> list[tuple[str, int]]:
+    """What a true digit is most often mistaken for: [(predicted digit or 'blank', images)], commonest first."""
+    row = summary["confusion_matrix"][digit]
+    wrong = [(str(p), int(row[p])) for p in range(10) if p != digit and row[p] > 0]
+    per = next(r for r in summary["per_digit"] if r["digit"] == digit)
+    blanks = per["fn"] - sum(c for _, c in wrong)  # misses that are not in the matrix: no ink found
+    if blanks > 0:
+        wrong.append(("blank", blanks))
+    return sorted(wrong, key=lambda w: -w[1])[:top]
+
+
+# --- the images behind a cell ----------------------------------------------------------------------------------
+
+def _framed(image, size: int) -> np.ndarray:
+    inner = thumbnail(image, size - 4, pad_value=0.82)
+    out = np.full((size, size), 0.3, np.float32)  # a dark frame: a white image still shows its extent
+    out[2:-2, 2:-2] = inner
+    return out
+
+
+def pair_tile(original, reframed, size: int = 64, gap: int = 6) -> np.ndarray:
+    """One image as uploaded and as the model saw it, side by side in one picture (float gray in [0, 1]).
+
+    One picture per image keeps the two together in any layout (separate images drift apart in a grid).
+    `reframed` None (a blank image) is shown as an empty gray square.
+    """
+    right = _framed(reframed, size) if reframed is not None else np.full((size, size), 0.82, np.float32)
+    return np.concatenate([_framed(original, size), np.ones((size, gap), np.float32), right], axis=1)
+
+
+def cell_order(ev: Evaluation, true_digit: int, predicted: int) -> list[int]:
+    """Indices of the images behind a cell, most confident first (ties in data set order)."""
+    idx = ev.cell(true_digit, predicted)
+    conf = np.asarray(ev.probabilities)[idx].max(axis=1) if len(idx) else np.zeros(0)
+    return [int(i) for i in idx[np.argsort(-conf, kind="stable")]]
+
+
+def tile_caption(ev: Evaluation, i: int, files: list[str] | None = None) -> str:
+    """'scan12.png: true 3, read 8 (87 %)': the file name when known, else the image's number."""
+    name = Path(files[i]).name if files and i < len(files) else f"#{i + 1}"
+    p = int(ev.y_pred[i])
+    said = "blank" if p == BLANK else f"read {p} ({ev.probabilities[i].max():.0%})"
+    return f"{name}: true {int(ev.y_true[i])}, {said}"
+
+
+def reframed_image(image, method: str):
+    """The 28x28 model input of one image (None when blank)."""
+    return reframe(image, method).image
+
+
+# --- the model and the data set --------------------------------------------------------------------------------
+
+def _keras_config(path: Path) -> tuple[dict | None, int | None]:
+    """(architecture config, number of weights) read from a .keras or .h5 file without TensorFlow."""
+    import io
+    import json
+    import zipfile
+
+    import h5py
+
+    def count(group) -> int:
+        total = 0
+
+        def add(_name, obj):
+            nonlocal total
+            if isinstance(obj, h5py.Dataset):
+                total += int(obj.size)
+
+        group.visititems(add)
+        return total
+
+    try:
+        if path.suffix.lower() == ".h5":
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+                raw = raw.decode() if isinstance(raw, bytes) else raw
+                weights = f["model_weights"] if "model_weights" in f else f
+                return (json.loads(raw) if raw else None), count(weights)
+        with zipfile.ZipFile(path) as zf:
+            cfg = json.loads(zf.read("config.json"))
+            with h5py.File(io.BytesIO(zf.read("model.weights.h5")), "r") as f:
+                # the model's own weights; an optimizer's state (saved with a compiled model) is not a parameter
+                params = sum(count(f[k]) for k in ("layers", "vars") if k in f)
+            return cfg, params
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None, None
+
+
+def _input_shape(cfg: dict) -> list | None:
+    inner = cfg.get("config", {}) if isinstance(cfg, dict) else {}
+    if inner.get("build_input_shape"):
+        return list(inner["build_input_shape"])[1:]
+    for layer in inner.get("layers", []):
+        c = layer.get("config", {})
+        shape = c.get("batch_shape") or c.get("batch_input_shape")
+        if shape:
+            return list(shape)[1:]
+    return None
+
+
+def describe_model(path: str | Path) -> dict:
+    """core.models.model_identity plus name, parameters and input shape read from the file itself.
+
+    Without TensorFlow (a page showing a cached evaluation never loads it): the architecture comes from the
+    file's stored config, the parameter count from its weights (what Keras' count_params counts).
+    """
+    from core.models import model_identity, reused_model_path
+
+    path = Path(path)
+    info = model_identity(path)
+    cfg, params = _keras_config(path)
+    if cfg:
+        info["name"] = cfg.get("config", {}).get("name") or cfg.get("class_name", "")
+        shape = _input_shape(cfg)
+        if shape:
+            info["input_shape"] = shape
+    if params:
+        info["params"] = params
+    info["shipped"] = path.resolve() == reused_model_path().resolve()
+    return info
+
+
+def model_lines(identity: dict) -> list[tuple[str, str]]:
+    """The identity as (label, value) rows, in the order a reader needs them."""
+    shape = identity.get("input_shape")
+    rows = [("model", identity.get("title") or identity.get("name") or identity.get("file", "")),
+            ("architecture", identity.get("name", "")),
+            ("parameters", f"{identity['params']:,}" if identity.get("params") else ""),
+            ("input shape", "x".join("?" if s is None else str(s) for s in shape) if shape else ""),
+            ("file", identity.get("file", "") + (f" (run {identity['run']})" if identity.get("run") else "")),
+            ("SHA-256", identity.get("sha256", "")),
+            ("trained on", identity.get("trained_on", ""))]
+    return [(k, str(v)) for k, v in rows if v]
+
+
+def describe_dataset(name: str, provenance: str, labels, images, skipped: int = 0) -> str:
+    """One paragraph: where the images come from, how many per digit, their sizes."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[(labels >= 0) & (labels <= 9)], minlength=10)[:10]
+    shapes = {tuple(np.asarray(im).shape[:2]) for im in (images if len(images) <= 20000 else images[:20000])}
+    if len(shapes) == 1:
+        (h, w), = shapes
+        sizes = f"every image {w}x{h} pixels"
+    elif shapes:
+        sides = sorted(max(s) for s in shapes)
+        sizes = f"images from {sides[0]} to {sides[-1]} pixels on their longer side"
+    else:
+        sizes = "no images"
+    per = ", ".join(f"{d}: {int(c):,}" for d, c in enumerate(counts))
+    text = f"{provenance}. {plural(len(labels), 'image')} ({sizes}); per digit {per}."
+    missing = [str(d) for d in range(10) if counts[d] == 0]
+    if missing:
+        text += f" No images of digit(s) {', '.join(missing)}."
+    if skipped:
+        text += f" {plural(skipped, 'file')} could not be read and {'was' if skipped == 1 else 'were'} skipped."
+    return text
+
+
+def pick_adaptation(results: list[dict], model_path: str | Path, method: str | None = None) -> dict | None:
+    """The newest saved few-shot result (core.adaptation.load_results) for this model, same method first.
+
+    A result measured for another model says nothing about this one: None then.
+    """
+    want = Path(model_path).resolve()
+
+    def same_model(r: dict) -> bool:
+        try:
+            return Path(str(r.get("model", ""))).resolve() == want
+        except (OSError, ValueError):
+            return False
+
+    mine = [r for r in results if same_model(r) and r.get("summary")]
+    same = [r for r in mine if method is None or r.get("reframing") == method]
+    return (same or mine or [None])[0]
+
+
+# --- the verdict ----------------------------------------------------------------------------------------------
+
+def verdict(summary: dict, adaptation: dict | None = None, target_name: str | None = None) -> list[str]:
+    """A few sentences written from the measured numbers: accuracy with its interval, the weakest digits and
+    their usual confusions, the automation figure, and what k labels per class bought (when measured).
+
+    `summary` is Evaluation.as_dict(target_accuracy); `adaptation` a saved result of core.adaptation.
+    """
+    n, acc = summary["n"], summary["accuracy"]
+    low, high = summary["accuracy_ci"]
+    target_name = target_name or summary.get("target", "this data set")
+    out = [f"The model reads {pct(acc)} of the {plural(n, 'digit')} right ({ci_text(low, high)})"
+           + (f"; {plural(summary['blank'], 'image')} had no ink and count as wrong." if summary.get("blank")
+              else ".")]
+    present = [r for r in summary["per_digit"] if r["tp"] + r["fn"] > 0]
+    weak = sorted((r for r in present if r["recall"] < 1.0), key=lambda r: (r["recall"], r["digit"]))[:2]
+    if not present:
+        out.append("The data set has no labelled images, so no digit can be judged.")
+    elif not weak:
+        out.append("Every digit is read right: no confusions.")
+    else:
+        parts = []
+        for r in weak:
+            lo, hi = wilson_interval(r["tp"], r["tp"] + r["fn"])
+            conf = usual_confusions(summary, r["digit"])
+            said = " or ".join(f"{'blank' if p == 'blank' else p} ({c} of {r['tp'] + r['fn']})" for p, c in conf)
+            parts.append(f"{r['digit']} (recall {pct(r['recall'])}, {ci_text(lo, hi)}; usually read as {said})")
+        word = "Weakest digit" if len(parts) == 1 else "Weakest digits"
+        out.append(f"{word}: {' and '.join(parts)}.")
+    a = summary.get("automation") or {}
+    target = a.get("target_accuracy", DEFAULT_TARGET)
+    if a.get("threshold") is None:
+        out.append(f"No confidence threshold reaches {pct(target)} accuracy on this set: at that target every "
+                   "digit still needs a person's check.")
+    else:
+        text = (f"At a {pct(target)} accuracy target, {pct(a['coverage'])} of the digits "
+                f"({a['accepted']:,} of {n:,}) can be automated: accept the model's answer when its confidence is "
+                f"at least {a['threshold']:.3f}; on those it is right {pct(a['accuracy'])} of the time "
+                f"({ci_text(a['low'], a['high'])}). The other {pct(1 - a['coverage'])} go to a person.")
+        if a["low"] is not None and a["low"] < target:
+            text += (f" The interval's lower end ({pct(a['low'])}) is below the target: the threshold was chosen "
+                     "on these same images, so confirm it on new labelled ones.")
+        out.append(text)
+    out.append(adaptation_sentence(adaptation, target, target_name))
+    return out
+
+
+def _best_per_k(adaptation: dict) -> dict[int, dict]:
+    best: dict[int, dict] = {}
+    for r in adaptation.get("summary", []):
+        k = int(r["shots"])
+        if k not in best or r["mean"] > best[k]["mean"]:
+            best[k] = r
+    return dict(sorted(best.items()))
+
+
+def adaptation_sentence(adaptation: dict | None, target_accuracy: float, target_name: str) -> str:
+    """What k labelled target digits per class bought, from a saved few-shot result; or how to measure it."""
+    if not adaptation or not adaptation.get("summary"):
+        return (f"No few-shot adaptation has been measured for {target_name} with this model: "
+                f"`python -m core adapt --target {target_name}` measures what a few labelled digits per class "
+                "would buy.")
+    best = _best_per_k(adaptation)
+    k = 10 if 10 in best else max(best)
+    r = best[k]
+    text = (f"With {plural(k, 'labelled digit')} per class, {r['strategy']} adaptation reached {pct(r['mean'])} "
+            f"(± {100 * r.get('std', 0):.1f} points over {plural(int(r.get('n', 1)), 'seed')}) on a held-out "
+            f"part of {adaptation.get('n_test', 0):,} images, against {pct(adaptation.get('zero_shot'))} "
+            f"zero-shot; MNIST accuracy after it: {pct(r.get('mnist_mean'))}.")
+    reach = [(kk, rr) for kk, rr in best.items() if rr["mean"] >= target_accuracy]
+    if reach:
+        kk, rr = reach[0]
+        text += (f" The fewest labels that reached {pct(target_accuracy)}: {kk} per class ({rr['strategy']}, "
+                 f"{pct(rr['mean'])}).")
+    else:
+        text += f" No k measured (up to {max(best)} per class) reached {pct(target_accuracy)}."
+    return text
+
+
+# --- charts (static SVG) ---------------------------------------------------------------------------------------
+
+def confusion_svg(summary: dict) -> str:
+    totals = [r["tp"] + r["fn"] for r in summary["per_digit"]]  # blanks stay in the row's total
+    return svg.heatmap(summary["confusion_matrix"], "Confusion matrix (images)", row_totals=totals)
+
+
+def recall_svg(summary: dict, comparison: dict[str, Evaluation] | None = None) -> str:
+    digits = [str(d) for d in range(10)]
+    if comparison:
+        series = {m: [r["recall"] for r in ev.per_digit()] for m, ev in comparison.items()}
+    else:
+        series = {summary["reframing"]: [r["recall"] for r in summary["per_digit"]]}
+    return svg.bar_chart(digits, series, "Recall per digit" + (" and reframing method" if comparison else ""),
+                         x_label="true digit", y_label="recall")
+
+
+def coverage_svg(summary: dict) -> str:
+    """Accuracy on the accepted images against the share accepted, as the threshold rises (Wilson band)."""
+    rows = [r for r in summary["coverage"] if r["accepted"]]
+    rows = sorted(rows, key=lambda r: r["coverage"])
+    a = summary["automation"]
+    lows = [r["low"] for r in rows]
+    y_min = max(0.0, min([r["accuracy"] for r in rows] + [v for v in lows if v is not None] + [1.0]) - 0.02)
+    y_min = np.floor(y_min * 20) / 20  # a round lower edge, so the 99 % target is not squeezed at the top
+    points = []
+    if a.get("threshold") is not None:
+        points.append((a["coverage"], a["accuracy"], f"{pct(a['coverage'])} automated (threshold "
+                                                     f"{a['threshold']:.3f})"))
+    line = {"name": "accuracy on accepted images", "x": [r["coverage"] for r in rows],
+            "y": [r["accuracy"] for r in rows], "low": lows, "high": [r["high"] for r in rows]}
+    return svg.line_chart([line], "Risk-coverage: accuracy on the accepted images (95 % band)",
+                          x_label="coverage: share of images accepted (threshold falls to the right)",
+                          y_label="accuracy", y_range=(float(y_min), 1.0),
+                          hlines=[(a.get("target_accuracy", DEFAULT_TARGET),
+                                   f"target {pct(a.get('target_accuracy', DEFAULT_TARGET))}")], points=points)
+
+
+def kshot_svg(adaptation: dict) -> str:
+    """The few-shot learning curve: accuracy on the test part against labelled images per class."""
+    rows = adaptation.get("summary", [])
+    shots = sorted({int(r["shots"]) for r in rows})
+    pos = {k: i for i, k in enumerate(shots)}  # evenly spaced: 1, 2, 5, 10, 20, 50 read like a log axis
+    lines = []
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        mine = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["shots"])
+        lines.append({"name": strategy, "x": [pos[int(r["shots"])] for r in mine], "y": [r["mean"] for r in mine],
+                      "errors": [r.get("std", 0) for r in mine], "markers": True})
+    lows = [r["mean"] - r.get("std", 0) for r in rows] + [adaptation.get("zero_shot") or 1.0]
+    y_min = float(np.floor(max(0.0, min(lows) - 0.02) * 10) / 10)
+    return svg.line_chart(lines, "Few-shot adaptation: accuracy on the held-out part", "labelled images per class",
+                          "accuracy", x_range=(-0.3, max(len(shots) - 0.7, 0.7)), y_range=(y_min, 1.0),
+                          x_ticks=[(i, str(k)) for k, i in pos.items()],
+                          hlines=[(adaptation["zero_shot"], f"zero-shot {pct(adaptation['zero_shot'])}")]
+                          if adaptation.get("zero_shot") is not None else ())
+
+
+# --- the HTML file ---------------------------------------------------------------------------------------------
+
+def _img_tag(image, caption: str = "") -> str:
+    data = base64.b64encode(encode_png(image)).decode()
+    h, w = np.asarray(image).shape[:2]
+    img = f'<img src="data:image/png;base64,{data}" width="{w}" height="{h}" alt="{html.escape(caption)}">'
+    return f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>" if caption else img
+
+
+#: How each kind of column is written in the HTML tables.
+PERCENT_COLUMNS = {"accuracy", "recall", "precision", "f1", "macro_f1", "macro precision", "macro recall",
+                   "macro F1", "automated", "mean", "std", "mnist_mean", "recall_low", "recall_high",
+                   "precision_low", "precision_high", "accuracy_low", "accuracy_high", "zero-shot", "MNIST after"}
+
+
+def _cell(column: str, v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, (float, np.floating)):
+        if column in PERCENT_COLUMNS or column.startswith("recall") or column in ("", "share"):
+            return pct(v)
+        return f"{v:.3f}"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame, weakest: list[str] = ()) -> str:
+    """An HTML table in a box that scrolls sideways rather than run past the page; the weakest value of each
+    column in `weakest` is marked, as the paper does."""
     mins = {c: df[c].min() for c in weakest}
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    head = "".join(f"<th>{html.escape(str(c)).replace('_', ' ')}</th>" for c in df.columns)
     body = []
     for row in df.to_dict("records"):  # not iterrows(): it turns a row of ints and floats into all floats
         cells = []
         for c in df.columns:
             v = row[c]
-            text = fmt.format(v) if isinstance(v, float) else html.escape(str(v))
             cls = ' class="weak"' if c in mins and v == mins[c] else ""
-            cells.append(f"<td{cls}>{text}</td>")
+            cells.append(f"<td{cls}>{_cell(c, v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f'<div class="wide"><table><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
-def _heatmap(ev: Evaluation) -> str:
-    cm = ev.confusion_matrix()
-    totals = np.maximum(np.bincount(ev.y_true, minlength=10)[:10], 1)
-    head = "<th>true \\ pred</th>" + "".join(f"<th>{d}</th>" for d in range(10))
-    rows = []
-    for t in range(10):
-        cells = []
-        for p in range(10):
-            share = cm[t, p] / totals[t]
-            color = f"rgba(31,119,180,{share:.2f})" if t == p else f"rgba(214,39,40,{min(1, 3 * share):.2f})"
-            cells.append(f'<td style="background:{color}">{cm[t, p]}</td>')
-        rows.append(f"<tr><th>{t}</th>{''.join(cells)}</tr>")
-    return f"<table class='cm'><tr>{head}</tr>{''.join(rows)}</table>"
+def _methods_section(comparison: dict[str, Evaluation]) -> str:
+    comp = comparison_frame(comparison)
+    summary = comp[["method", "accuracy", "accuracy_low", "accuracy_high", "macro_f1", "blank"]]
+    # Digits as rows, methods as columns: three columns fit any page, thirteen did not.
+    recall = pd.DataFrame({"digit": list(range(10)),
+                           **{m: [comp.loc[i, f"recall_{d}"] for d in range(10)] for i, m in enumerate(comp["method"])}})
+    recall.columns = ["digit"] + [f"recall {m}" for m in comp["method"]]
+    return ("<h2>Reframing methods compared</h2>" + _table(summary)
+            + "<h3>Recall per digit and method</h3>" + _table(recall))
 
 
-def build_html(ev: Evaluation, images, comparison: dict[str, Evaluation] | None = None,
-               max_examples: int = 6) -> str:
-    """One HTML file with every table, the confusion matrix and examples of the commonest mistakes."""
-    s = summary_metrics(ev.y_true, ev.y_pred)
-    per = per_digit_frame(ev)
+def _adaptation_section(adaptation: dict) -> str:
+    rows = pd.DataFrame([{"strategy": r["strategy"], "labelled per class": int(r["shots"]), "mean": r["mean"],
+                          "std": r.get("std", 0.0), "seeds": int(r.get("n", 1)), "MNIST after": r.get("mnist_mean")}
+                         for r in adaptation.get("summary", [])])
+    return (f"<h2>What a few labels per class buy</h2><p>Saved few-shot result {html.escape(str(adaptation.get('id', '')))}: "
+            f"{adaptation.get('n_test', 0):,} held-out images of {html.escape(str(adaptation.get('target', '')))}, "
+            f"reframing {html.escape(str(adaptation.get('reframing', '')))}; zero-shot "
+            f"{pct(adaptation.get('zero_shot'))}.</p>" + kshot_svg(adaptation) + _table(rows))
+
+
+def _numbers_section(numbers: dict) -> str:
+    per = pd.DataFrame([{"digits in the number": r["digits"], "numbers": r["n"], "accuracy": r["accuracy"]}
+                        for r in numbers.get("per_length", [])])
+    n = int(numbers.get("n", 0))
+    correct = int(round(numbers.get("accuracy", 0.0) * n))
+    low, high = wilson_interval(correct, n)
+    return (f"<h2>Numbers of several digits</h2><p>{html.escape(str(numbers.get('provenance', '')))}: split into "
+            f"digits, each reframed ({html.escape(str(numbers.get('reframing', '')))}) and classified, the number "
+            f"recomposed. <b>{pct(numbers.get('accuracy'))}</b> of {n:,} numbers read exactly right "
+            f"({ci_text(low, high)}).</p>" + _table(per))
+
+
+def build_html(ev: Evaluation, images, comparison: dict[str, Evaluation] | None = None, max_examples: int = 6, *,
+               model: dict | None = None, dataset_note: str = "", numbers: dict | None = None,
+               adaptation: dict | None = None, target_accuracy: float | None = None,
+               files: list[str] | None = None, summary: dict | None = None) -> str:
+    """One HTML file: verdict, the model's identity, the data set, every table with intervals, the charts
+    inline (confusion matrix, recall, risk-coverage, k-shot curve), methods, numbers and the commonest mistakes.
+
+    `model` is describe_model(path); `numbers` core.numbers.evaluate_numbers' result (with `provenance`);
+    `adaptation` a saved few-shot result; `summary` ev.as_dict(target_accuracy) when already computed.
+    """
+    s = summary or ev.as_dict(target_accuracy)
+    a = s["automation"]
+    low, high = s["accuracy_ci"]
+    cm = np.asarray(s["confusion_matrix"])
+    per = pd.DataFrame(s["per_digit"])
     mistakes = []
-    cm = ev.confusion_matrix()
     off = [(int(cm[t, p]), t, p) for t in range(10) for p in range(10) if t != p and cm[t, p] > 0]
     for count, t, p in sorted(off, reverse=True)[:8]:
-        idx = ev.cell(t, p)[:max_examples]
-        tags = "".join(_img_tag(images[i]) + _img_tag(reframe(images[i], ev.method).image) for i in idx)
-        mistakes.append(f"<h4>true {t}, predicted {p}: {count} images (original, reframed)</h4><p>{tags}</p>")
-    blanks = f"<p>{ev.blank} images had no ink and were not classified (counted as wrong).</p>" if ev.blank else ""
-    skipped = (f"<p>{len(ev.skipped)} files were skipped:</p><ul>"
+        idx = cell_order(ev, t, p)[:max_examples]
+        tags = "".join(_img_tag(pair_tile(images[i], reframed_image(images[i], ev.method), 56),
+                                tile_caption(ev, i, files)) for i in idx)
+        mistakes.append(f"<h4>true {t}, read as {p}: {plural(count, 'image')} (each: as given, and as the model "
+                        f"saw it; most confident first)</h4><div class='tiles'>{tags}</div>")
+    blanks = (f"<p>{plural(ev.blank, 'image')} had no ink and {'was' if ev.blank == 1 else 'were'} not classified "
+              "(counted as wrong).</p>") if ev.blank else ""
+    skipped = (f"<p>{plural(len(ev.skipped), 'file')} {'was' if len(ev.skipped) == 1 else 'were'} skipped:</p><ul>"
                + "".join(f"<li>{html.escape(x)}</li>" for x in ev.skipped[:50]) + "</ul>") if ev.skipped else ""
-    comp = ""
-    if comparison:
-        comp = "<h2>Reframing methods compared</h2>" + _table(comparison_frame(comparison))
-    css = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-           ".weak{background:#fdd;font-weight:bold}.cm td{min-width:2.5em}img{margin:2px;image-rendering:pixelated}")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Reused-model report: {html.escape(ev.target)}</title>
-<style>{css}</style></head><body>
-<h1>Reused-model report</h1>
-<p>Data set: <b>{html.escape(ev.target)}</b> ({html.escape(ev.provenance)}); {ev.n} images; reframing
-method <b>{ev.method}</b>; generated {time.strftime('%Y-%m-%d %H:%M')} by Digit Reuse Lab.</p>
-<h2>Headline</h2>
-{_table(pd.DataFrame([{"images": ev.n, "accuracy": s["accuracy"], "macro precision": s["macro"]["precision"],
-                        "macro recall": s["macro"]["recall"], "macro F1": s["macro"]["f1"]}]))}
-{blanks}{skipped}
-<h2>Confusion matrix</h2>{_heatmap(ev)}
-<h2>Per digit: TP, TN, FP, FN</h2>{_table(per[COUNT_COLUMNS])}
-<h2>Per digit: accuracy, recall, precision, F1 (weakest marked)</h2>
-{_table(per[RATE_COLUMNS], weakest=["accuracy", "recall", "precision", "f1"])}
-{comp}
-<h2>Commonest mistakes</h2>{''.join(mistakes) or '<p>None.</p>'}
-</body></html>"""
-
+    identity = ("<h2>Model under test</h2><table class='kv'>" + "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in model_lines(model))
+        + "</table>") if model else ""
+    headline = pd.DataFrame([{"images": ev.n, "accuracy": s["accuracy"], "accuracy_low": low, "accuracy_high": high,
+                              "macro precision": s["macro"]["precision"], "macro recall": s["macro"]["recall"],
+                              "macro F1": s["macro"]["f1"]}])
+    auto_text = (f"Automate <b>{pct(a['coverage'])}</b> of digits at &ge; {pct(a['target_accuracy'])} accuracy "
+                 f"(threshold {a['threshold']:.3f}; accuracy {pct(a['accuracy'])}, {ci_text(a['low'], a['high'])})."
+                 if a.get("threshold") is not None else
+                 f"No threshold reaches {pct(a['target_accuracy'])} accuracy: every digit needs a person's check.")
+    css = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+           ".kv th{text-align:left;background:#f6f6f6}.kv td{text-align:left;word-break:break-all}"
+           ".wide{max-width:100%;overflow-x:auto}.weak{background:#fdd;font-weight:bold}"
+           ".verdict{background:#f3f7fb;border-left:4px solid #1f77b4;padding:.5em 1.5em}"
+           ".tiles{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;font-size:12px;max-width:130px}"
+           "figcaption{overflow-wrap:anywhere}img{image-rendering:pixelated}svg{display:block;margin:.5em 0}"
+           "@media print{.wide{overflow:visible}}")
+    sections = [
+        f"<h2>Verdict</h2><ul class='verdict'>{''.join(f'<li>{html.escape(v)}</li>' for v in verdict(s, adaptation, ev.target))}</ul>",
+        identity,
+        f"<h2>Data set</h2><p>{html.escape(dataset_note or ev.provenance)}</p>",
+        f"<h2>Headline</h2>{_table(headline)}<p>{auto_text}</p>{blanks}{skipped}",
+        f"<h2>Confusion matrix</h2>{confusion_svg(s)}",
+        f"<h2>Per digit</h2>{recall_svg(s, comparison)}<h3>TP, TN, FP, FN</h3>{_table(per[COUNT_COLUMNS])}"
+        f"<h3>Accuracy, recall, precision, F1 (weakest marked; recall and precision with their 95 % CI)</h3>"
+        f"{_table(rates_frame(s['per_digit']), weakest=['recall', 'precision', 'f1'])}",
+        f"<h2>How much can be automated</h2><p>The model's answer is accepted when its confidence reaches a "
+        f"threshold; the rest go to a person. {auto_text}</p>{coverage_svg(s)}"
+        f"<h3>Per predicted digit</h3>{_table(automation_frame(s['automation_per_digit']))}",
+        _methods_section(comparison) if comparison else "",
+        _adaptation_section(adaptation) if adaptation and adaptation.get("summary") else "",
+        _numbers_section(numbers) if numbers else "",
+        f"<h2>Commonest mistakes</h2>{''.join(mistakes) or '<p>None.</p>'}",
+    ]
+    title = html.escape(ev.target)
+    return (f'<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width, initial-scale=1"><title>Reused-model report: {title}</title>'
+            f"<style>{css}</style></head><body><h1>Reused-model report</h1>"
+            f"<p>Data set: <b>{title}</b>; {plural(ev.n, 'image')}; reframing method <b>{html.escape(ev.method)}</b>; "
+            f"generated {time.strftime('%Y-%m-%d %H:%M')} by Digit Reuse Lab.</p>"
+            + "".join(sections) + "</body></html>")

