@@ -233,7 +233,7 @@ class DomainProperties:
     after: pd.DataFrame
     index: np.ndarray  # positions in the data set of the rows (blank and unreadable images left out)
     labels: np.ndarray
-    dropped: list[str] = field(default_factory=list)  # "image i: reason" for every image left out
+    dropped: list[str] = field(default_factory=list)  # "file or image i: reason" for everything left out
 
     def __len__(self) -> int:
         return len(self.index)
@@ -251,7 +251,8 @@ def domain_properties(dataset, method: str = DEFAULT_METHOD,
     bad = {i for i, _ in failed}
     keep = np.array([i for i in range(len(blank)) if not blank[i] and i not in bad], np.int64)
     name_of = (lambda i: dataset.files[i]) if getattr(dataset, "files", None) else (lambda i: f"image {i}")
-    dropped = [f"{name_of(i)}: {reason}" for i, reason in failed]
+    dropped = list(getattr(dataset, "skipped", []))  # files the loader could not read, then images reframing left
+    dropped += [f"{name_of(i)}: {reason}" for i, reason in failed]
     dropped += [f"{name_of(i)}: blank (no ink)" for i in np.flatnonzero(blank) if i not in bad]
     kept = images[keep] if isinstance(images, np.ndarray) else [images[i] for i in keep]
     stack, levels = as_given(kept)
