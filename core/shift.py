@@ -22,7 +22,7 @@ the model sees it. TensorFlow is imported only inside those functions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import cv2
 import numpy as np
