@@ -7,7 +7,7 @@ from core.config import read_only
 from core.datasets import save_collected
 from core.errors import DigitLabError
 from core.runs import runs_with_models
-from core.images import EXTENSIONS, decode_image, thumbnail
+from core.images import EXTENSIONS, decode_image
 from core.reframing import DEFAULT_METHOD, METHODS
 from ui import cache, render
 from ui.nav import ensure_app_navigation
@@ -16,8 +16,8 @@ from ui.safe import md_escape, read_only_note, show_error
 ensure_app_navigation()
 
 st.title("Draw & Reframe")
-st.caption("Draw a digit or upload a photo or scan of one. Every stage of the reframing is shown, "
-           "then what the reused MNIST model predicts.")
+st.caption("Draw a digit or upload a photo or scan of one: see what the reused MNIST model predicts, and every "
+           "stage of the reframing that got it there.")
 
 METHOD_HELP = {
     "naive": "grayscale + resize only (what many tutorials do)",
@@ -25,37 +25,64 @@ METHOD_HELP = {
     "mnist": "MNIST's own normalisation: fit 20x20, centre of mass",
 }
 
-left, right = st.columns([1, 2], gap="large")
+#: The canvas's side in px. It must fit the left column at 1024x768 with the sidebar open (~270 px there);
+#: the image comes back at this size and every reframing accepts any size, so ink maps 1:1.
+CANVAS_PX = 256
+PEN_WIDTH = (6, 30, 16)  # min, max, default: 16 px on 256 is MNIST's stroke on 28x28
+
+
+def _clear_canvas() -> None:
+    # A new key mounts a new, empty canvas (the component has no "clear" argument).
+    st.session_state["canvas_n"] = st.session_state.get("canvas_n", 0) + 1
+
+
+left, right = st.columns([1, 1], gap="medium")
 with left:
     source = st.segmented_control("Input", ["Draw", "Upload", "Example"], default="Draw", key="source")
-    image = None
+    image, unreadable = None, False
     if source == "Upload":
         upload = st.file_uploader("Photo or scan of one digit", type=[e.lstrip(".") for e in EXTENSIONS])
         if upload is not None:
             try:
                 image = decode_image(upload.getvalue(), upload.name)
-                st.image(image, caption=f"{md_escape(upload.name)}: {image.shape[1]}x{image.shape[0]}", width=280)
+                st.image(image, caption=f"{md_escape(upload.name)}: {image.shape[1]}x{image.shape[0]}",
+                         width=CANVAS_PX)
             except DigitLabError as e:
+                unreadable = True
                 show_error(e)
     elif source == "Example":
         examples = cache.examples()
         i = st.slider("Example from scikit-learn digits (8x8 scans)", 0, len(examples.labels) - 1, 0)
         image = examples.images[i]
-        st.image(image, caption=f"true label {examples.labels[i]}", width=140)
+        st.image(render.framed(image, 140), caption=f"true label {examples.labels[i]}", clamp=True)
     else:
         from streamlit_drawable_canvas import st_canvas  # a components-v2 package: import inside the runtime
 
-        result = st_canvas(stroke_width=18, stroke_color="#000000", background_color="#FFFFFF",
-                           height=280, width=280, drawing_mode="freedraw", return_image_data=True,
-                           key="canvas")
+        # This line also makes room for the canvas's own toolbar (undo, redo, reset), which floats above the
+        # canvas's right half: kept short so the toolbar covers no text and no other widget.
+        st.caption("Draw one digit:")
+        pen = st.session_state.get("pen", PEN_WIDTH[2])
+        result = st_canvas(stroke_width=pen, stroke_color="#000000", background_color="#FFFFFF",
+                           height=CANVAS_PX, width=CANVAS_PX, drawing_mode="freedraw", return_image_data=True,
+                           key=f"canvas-{st.session_state.get('canvas_n', 0)}")
         image = result.image_data
-        st.caption("Black ink on white, like a pen on paper. Use the canvas toolbar to undo or clear.")
+        pen_col, clear_col = st.columns([3, 2], vertical_alignment="bottom", gap="small")
+        pen_col.slider("Pen width (px)", *PEN_WIDTH, key="pen")
+        clear_col.button("Clear", key="clear", icon=":material/delete:", on_click=_clear_canvas,
+                         help="Start again on an empty canvas")
+        st.caption("Black ink on white, like a pen on paper. Undo and redo: the toolbar above the canvas.")
     method = st.radio("Reframing method", METHODS, index=METHODS.index(DEFAULT_METHOD), key="method",
                       format_func=lambda m: f"{m}: {METHOD_HELP[m]}")
 
 with right:
     if image is None:
-        st.info("Draw a digit on the canvas (or upload an image) to see it reframed and classified.")
+        if unreadable:
+            st.info("That file could not be read as an image (see the message on the left): upload a PNG, JPEG, "
+                    "BMP or TIFF photo or scan of one digit, or draw one.")
+        elif source == "Upload":
+            st.info("Upload a photo or scan of one digit to see it reframed and classified.")
+        else:
+            st.info("Draw a digit on the canvas (or upload an image) to see it reframed and classified.")
         st.stop()
     predictor = cache.predictor()
     try:
@@ -65,19 +92,20 @@ with right:
         st.stop()
     chosen = results[method]
     if chosen.reframed.blank:
-        st.info("The canvas is blank: draw a digit (dark strokes on the white canvas) and it will be classified.")
+        st.info("The image is blank: draw a digit (dark strokes on the white canvas) and it will be classified.")
         st.stop()
+    # The answer first: at 1024x768 it is then in view as soon as the stroke ends.
+    st.metric("Predicted digit", chosen.digit, f"{chosen.confidence:.1%} confident", delta_color="off",
+              delta_arrow="off")
     render.stage_strip(chosen.reframed)
-    c1, c2 = st.columns([1, 3])
-    c1.metric("Predicted digit", chosen.digit)
-    c1.metric("Confidence", f"{chosen.confidence:.1%}")
-    c2.plotly_chart(render.probability_bars(chosen.probabilities), width="stretch", key="proba")
+    st.plotly_chart(render.probability_bars(chosen.probabilities), width="stretch", key="proba")
     if read_only():  # a shared server keeps no visitor's drawings
-        c1.popover("Save to my digits", icon=":material/add:", disabled=True,
+        st.popover("Save to my digits", icon=":material/add:", disabled=True,
                    help=read_only_note("saving digits to my digits is turned off"))
     else:
-        with c1.popover("Save to my digits", icon=":material/add:"):
-            st.caption("Collected digits are kept on disk and can be evaluated as a data set on the Report page.")
+        with st.popover("Save to my digits", icon=":material/add:"):
+            st.caption("Collected digits are kept on disk: see and manage them on the My digits page, and "
+                       "evaluate them as a data set on the Report page.")
             label = st.selectbox("True label", range(10), index=chosen.digit, key="label")
             if st.button("Save", key="save", type="primary"):
                 try:
@@ -94,13 +122,14 @@ for col, m in zip(cols, METHODS):
     r = results[m]
     with col:
         st.markdown(f"**{m}**")
-        st.image(thumbnail(r.reframed.image, 140), clamp=True)
-        st.metric(f"{m}: predicted", r.digit, f"{r.confidence:.1%} confident", delta_color="off")
+        st.image(render.framed(r.reframed.image, 140), clamp=True)
+        st.metric(f"{m}: predicted", r.digit, f"{r.confidence:.1%} confident", delta_color="off",
+                  delta_arrow="off")
 
 st.subheader("The other models on the same input")
 others = [r for r in runs_with_models() if r.id != "reused-cnn"]
-if st.toggle(f"Compare with the {len(others)} other trained models (loads each once)", key="others",
-             disabled=not others):
+compare = f"Compare with the {render.plural(len(others), 'other trained model')} (loads each once)"
+if st.toggle(compare, key="others", disabled=not others):
     rows = []
     image_28 = results[method].reframed.image
     for r in others:

@@ -199,3 +199,79 @@ def test_draw_page_saves_a_labelled_digit_to_my_digits(tmp_path):
     assert not at.exception
     collected = load_target("collected")
     assert collected.labels.tolist() == [7] and collected.images[0].shape[:2] == (280, 280)
+
+
+# --- Draw page: both screens, stages you can see, small defects (issue 8) ---
+
+
+def test_draw_page_has_a_pen_width_and_a_clear_that_gives_a_new_canvas():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    assert at.slider(key="pen").value == 16 and at.slider(key="pen").label == "Pen width (px)"
+    at.slider(key="pen").set_value(24).run()
+    at.button(key="clear").click().run()
+    assert not at.exception
+    assert at.session_state["canvas_n"] == 1  # the canvas's key changed: an empty canvas is mounted
+    assert at.slider(key="pen").value == 24  # the pen is kept
+    assert "Draw a digit" in at.info[0].value
+
+
+def test_draw_page_bad_upload_is_not_answered_with_draw_a_digit():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    assert "Draw a digit" in at.info[0].value
+    at.segmented_control(key="source").set_value("Upload").run()
+    assert "Upload a photo" in at.info[0].value and "canvas" not in at.info[0].value
+    _upload(at, "notes.png", b"this is text")
+    assert "not an image" in at.error[0].value
+    assert "could not be read" in at.info[0].value and "canvas" not in at.info[0].value
+
+
+def test_draw_page_confidence_pills_carry_no_arrow_and_counts_read_right():
+    from streamlit.proto.Metric_pb2 import Metric
+
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    pills = [m for m in at.metric if m.proto.delta.endswith("confident")]
+    assert len(pills) == 4  # the answer and the three methods
+    assert all(m.proto.direction == Metric.MetricDirection.NONE for m in pills)  # not an "increase"
+    assert all(m.proto.color == Metric.MetricColor.GRAY for m in pills)
+    assert at.metric[0].label == "Predicted digit"  # the answer comes first, above the stages
+    assert "other trained models" in at.toggle(key="others").label
+
+
+def test_draw_page_example_is_shown_framed_at_its_real_pixels():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    at.segmented_control(key="source").set_value("Example").run()
+    assert not at.exception
+    assert "true label" in image_captions(at)
+
+
+@pytest.mark.parametrize("n, word, many, expected", [
+    (0, "digit", None, "0 digits"), (1, "digit", None, "1 digit"), (2, "image", None, "2 images"),
+    (1, "other trained model", None, "1 other trained model"), (1234, "entry", "entries", "1,234 entries"),
+])
+def test_plural(n, word, many, expected):
+    from ui.render import plural
+
+    assert plural(n, word, many) == expected
+
+
+@pytest.mark.parametrize("method", ["naive", "paper", "mnist"])
+@pytest.mark.parametrize("image", ["canvas one", "small scan", "light on dark"])
+def test_every_stage_is_framed_and_captioned_in_a_few_short_words(method, image):
+    from core.datasets import load_sklearn_digits
+    from core.reframing import reframe
+    from ui.render import FRAME_PX, FRAME_VALUE, framed, stage_caption
+
+    img = {"canvas one": canvas([((140, 50), (140, 230))]),
+           "small scan": load_sklearn_digits().images[0],
+           "light on dark": 255 - canvas([((60, 140), (220, 140))], rgba=False)}[image]
+    for stage in reframe(img, method).stages:
+        thumb = framed(stage.image, 112)
+        assert thumb.shape == (112, 112)
+        edge = np.concatenate([thumb[:FRAME_PX].ravel(), thumb[-FRAME_PX:].ravel(),
+                               thumb[:, :FRAME_PX].ravel(), thumb[:, -FRAME_PX:].ravel()])
+        assert np.allclose(edge, FRAME_VALUE)  # a white stage (pad, margin) still shows where it ends
+        caption = stage_caption(stage)
+        assert 0 < len(caption) <= 32, (stage.name, caption)
+        # no word wider than a thumbnail's column at 1024x768 (~80 px at 14 px), so none breaks mid-word
+        assert max(len(w) for w in caption.split()) <= 10, (stage.name, caption)

@@ -1,29 +1,88 @@
-"""Small renderers shared by pages: stage strips and charts."""
+"""Small renderers shared by pages: stage strips, framed thumbnails, charts and counted words."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.images import thumbnail
-from core.reframing import Reframed
+from core.reframing import Reframed, Stage
+
+#: Around every thumbnail: a dark frame, so a white stage (pad, margin) shows its extent on a white page.
+FRAME_VALUE = 0.3
+FRAME_PX = 2
+#: Inside the frame, what is not image (a non-square stage shown square) is light gray, not white paper.
+PAD_VALUE = 0.82
+#: Stages per row: at 1024 px with the sidebar open the strip's column is ~270 px, and at three per row the
+#: longest word of a caption ("grayscale", "centre") still fits on one line.
+STAGES_PER_ROW = 3
+
+# What each stage changed, in a few words (the core notes are sentences, too long under a 80-px thumbnail).
+_SHORT = {
+    "grayscale": "one channel",
+    "pad to square": "cropped to the ink, made square",
+    "margin": "border: the digit fills 20/28",
+    "resize 28x28": "shrunk to MNIST's size",
+    "invert": "already light on dark: levelled",
+    "crop to ink": "cut to the ink",
+    "fit 20x20": "longest side 20 px",
+    "centre of mass": "ink's centre in the middle",
+}
+_NOTE_MAX = 30  # a core note this short is shown as it is (it may carry numbers: "gamma 1.30: enlarged 2.5x")
 
 
-def stage_strip(reframed: Reframed, size: int = 112) -> None:
-    """Every reframing stage as a labelled square thumbnail, left to right (gray padding is not image)."""
-    cols = st.columns(len(reframed.stages))
-    for i, (col, stage) in enumerate(zip(cols, reframed.stages), start=1):
-        h, w = stage.image.shape[:2]
-        col.image(thumbnail(stage.image, size), caption=f"{i}. {stage.name} ({w}x{h})", clamp=True)
-        if stage.note:
-            col.caption(stage.note)
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 digit', '2 digits', '1,024 images': a count with its noun in the right number."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
-def probability_bars(probabilities, height: int = 260) -> go.Figure:
+def framed(image: np.ndarray, size: int = 112) -> np.ndarray:
+    """A stage or digit image as a size x size thumbnail inside a dark frame (float gray in [0, 1])."""
+    inner = thumbnail(image, size - 2 * FRAME_PX, pad_value=PAD_VALUE)
+    return cv2.copyMakeBorder(inner, *(FRAME_PX,) * 4, cv2.BORDER_CONSTANT, value=FRAME_VALUE)
+
+
+def stage_caption(stage: Stage) -> str:
+    """What a stage changed, short enough to wrap between words under a small thumbnail."""
+    if stage.note and len(stage.note) <= _NOTE_MAX:
+        return stage.note
+    return _SHORT.get(stage.name, stage.note)
+
+
+def stage_strip(reframed: Reframed, size: int = 112, per_row: int = STAGES_PER_ROW) -> None:
+    """Every reframing stage as a framed, numbered thumbnail with its size and what it changed, in rows."""
+    stages = list(reframed.stages)
+    for start in range(0, len(stages), per_row):
+        cols = st.columns(per_row)
+        for i, (col, stage) in enumerate(zip(cols, stages[start:start + per_row]), start=start + 1):
+            h, w = stage.image.shape[:2]
+            col.image(framed(stage.image, size), caption=f"{i}. {stage.name}", clamp=True)
+            # As wide as the thumbnail and centred under it, like the image's own caption, in any column width.
+            col.caption(f"{w}x{h}: {stage_caption(stage)}", text_alignment="center", width=size)
+
+
+def probability_bars(probabilities, height: int = 240) -> go.Figure:
+    """The model's probability for each digit, the predicted one in red, every digit labelled."""
     p = np.asarray(probabilities)
     colors = ["#d62728" if i == int(p.argmax()) else "#7f7f7f" for i in range(10)]
     fig = go.Figure(go.Bar(x=[str(d) for d in range(10)], y=p, marker_color=colors,
                            hovertemplate="digit %{x}: %{y:.2%}<extra></extra>"))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[0, 1], tickformat=".0%"), xaxis=dict(type="category"),
-                      xaxis_title="digit", yaxis_title="probability", title="Class probabilities")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title="Class probabilities",
+                      yaxis=dict(range=[0, 1], tickformat=".0%", title="probability"),
+                      xaxis=dict(type="category", title="digit", tickmode="array",
+                                 tickvals=[str(d) for d in range(10)]))
+    return fig
+
+
+def count_bars(counts: dict[int, int], height: int = 220) -> go.Figure:
+    """How many digits per label, every digit 0..9 on the axis (an empty class shows as a gap)."""
+    digits = [str(d) for d in range(10)]
+    fig = go.Figure(go.Bar(x=digits, y=[counts.get(d, 0) for d in range(10)], marker_color="#7f7f7f",
+                           text=[counts.get(d, 0) or "" for d in range(10)], textposition="outside",
+                           hovertemplate="digit %{x}: %{y}<extra></extra>", cliponaxis=False))
+    top = max(counts.values(), default=0)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title="Saved digits per label",
+                      xaxis=dict(type="category", title="label", tickmode="array", tickvals=digits),
+                      yaxis=dict(title="digits", range=[0, max(1, top) * 1.2], dtick=max(1, -(-top // 5))))
     return fig
