@@ -359,6 +359,56 @@ def cmd_shift(args) -> int:
     return 0
 
 
+def _fetch_progress(args):
+    """Progress on stderr: one line redrawn on a terminal; a line per 10 % otherwise, so logs stay short."""
+    state = {"name": "", "index": 0, "count": 1, "shown": None}
+    tty = sys.stderr.isatty()
+
+    def on_file(name: str, index: int, count: int) -> None:
+        state.update(name=name, index=index, count=count, shown=None)
+
+    def progress(done: int, total: int | None) -> None:
+        pct = int(100 * done / total) if total else None
+        step = pct if tty or pct is None else pct // 10 * 10
+        if step == state["shown"] and done != total:
+            return
+        state["shown"] = step
+        size = f"{done / 1e6:,.1f} of {total / 1e6:,.1f} MB ({pct} %)" if total else f"{done / 1e6:,.1f} MB"
+        text = f"[{state['index'] + 1}/{state['count']}] {state['name']}: {size}"
+        end = "\n" if not tty or (total and done >= total) else ""
+        print(("\r" if tty else "") + text, end=end, file=sys.stderr, flush=True)
+
+    return progress, on_file
+
+
+def cmd_fetch(args) -> int:
+    from core import downloads
+
+    kind = "weights" if args.command == "weights" else "data"
+    if args.action == "list":
+        rows = downloads.status(kind)
+        lines = [f"{r['name']:<17} {'here' if r['present'] else 'missing':<8} {r['path']}\n{'':<26}{r['checksum']}; "
+                 f"get it with `{r['command']}`" for r in rows]
+        _print(rows, args.json, "\n".join(lines))
+        return 0
+    if args.name is None:
+        names = "vgg16 or mobilenetv2" if kind == "weights" else "mnist, fashion-mnist or cifar10"
+        raise DigitLabError(f"Say what to fetch: `python -m core {kind} fetch NAME` with NAME {names}.")
+    name = downloads.weights_resource(args.name, args.input_size) if kind == "weights" else args.name
+    progress, on_file = (None, None) if args.quiet else _fetch_progress(args)
+    result = downloads.fetch(name, progress=progress, on_file=on_file, timeout=args.timeout, force=args.force)
+    lines = []
+    for f in result.files:
+        check = f"verified ({f.checksum})" if f.verified else f"NOT verified: {f.checksum}"
+        how = f"downloaded in {f.seconds:.1f} s" if f.downloaded else "already in the Keras cache"
+        lines.append(f"{f.path}: {f.bytes:,} bytes, {how}; sha256 {f.sha256}; {check}")
+    if result.extracted:
+        lines.append(f"unpacked into {result.path}")
+    lines += result.notes
+    _print(result.as_dict(), args.json, "\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Digit Reuse Lab command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -472,6 +522,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_shift)
+
+    for kind, names, what in (("weights", ("vgg16", "mobilenetv2"), "ImageNet weights"),
+                              ("data", ("mnist", "fashion-mnist", "cifar10"), "training data sets")):
+        p = sub.add_parser(kind, help=f"{what} in the Keras cache: list, or fetch NAME (downloads on request, "
+                                      "with checksum, progress and a short timeout)")
+        p.add_argument("action", choices=["list", "fetch"])
+        p.add_argument("name", nargs="?", choices=names)
+        if kind == "weights":
+            p.add_argument("--input-size", type=int, default=32,
+                           help="MobileNetV2: the run's input size (the nearest size Keras publishes is fetched)")
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and per read (default 10)")
+        p.add_argument("--force", action="store_true", help="download again even when a good copy is here")
+        p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+        p.add_argument("--json", action="store_true", help="print JSON: path, bytes, sha256, verified, files")
+        p.set_defaults(func=cmd_fetch)
 
     return parser
 

@@ -94,15 +94,22 @@ def resolve_imagenet_weights(arch: str, weights: str | None, input_size: int) ->
         if not path.is_file():
             raise ModelError(f"Weights file {path} does not exist. Use 'imagenet', 'none' or a .h5 file path.")
         return str(path)
-    size = min(MOBILENET_SIZES, key=lambda s: abs(s - input_size))
-    cached = config.keras_home() / "models" / IMAGENET_FILES[arch].format(size=size)
+    cached = imagenet_weights_path(arch, input_size)
     if not cached.exists():
+        fetch = "python -m core weights fetch " + (arch if arch == "vgg16" else f"{arch} --input-size {input_size}")
         raise ModelError(
             f"ImageNet weights for {DISPLAY_NAMES[arch]} are not available offline: {cached} is missing. "
-            "Either run once with internet so Keras caches them, pass --weights PATH to a local copy of that "
+            f"Fetch them with `{fetch}` (needs internet), pass --weights PATH to a local copy of that "
             "file, or choose weights 'none' to train from scratch."
         )
     return str(cached)
+
+
+def imagenet_weights_path(arch: str, input_size: int) -> Path:
+    """Where Keras caches the no-top ImageNet weights a transfer run of this input size loads (MobileNetV2: the
+    file of the nearest size Keras publishes; the convolution weights do not depend on the input size)."""
+    size = min(MOBILENET_SIZES, key=lambda s: abs(s - input_size))
+    return config.keras_home() / "models" / IMAGENET_FILES[arch].format(size=size)
 
 
 def _adapt_gray(inputs, input_size: int):
