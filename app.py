@@ -9,6 +9,7 @@ st.set_page_config(page_title="Digit Reuse Lab", page_icon=":material/draw:", la
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/draw.py", title="Draw & Reframe", icon=":material/draw:", url_path="draw"),
+    st.Page("pages/my_digits.py", title="My digits", icon=":material/collections:", url_path="my_digits"),
     st.Page("pages/report.py", title="Reused-model report", icon=":material/table_chart:", url_path="report"),
     st.Page("pages/shift.py", title="Domain shift", icon=":material/compare_arrows:", url_path="shift"),
     st.Page("pages/adapt.py", title="Few-shot adaptation", icon=":material/model_training:", url_path="adapt"),

@@ -275,3 +275,91 @@ def test_every_stage_is_framed_and_captioned_in_a_few_short_words(method, image)
         assert 0 < len(caption) <= 32, (stage.name, caption)
         # no word wider than a thumbnail's column at 1024x768 (~80 px at 14 px), so none breaks mid-word
         assert max(len(w) for w in caption.split()) <= 10, (stage.name, caption)
+
+
+# --- My digits (issue 8): counted per label, shown, relabelled and deleted ---
+
+
+def _save_digits(label, n=1):
+    from core.datasets import save_collected
+
+    return [save_collected(canvas([((140, 50), (140, 230))]), label) for _ in range(n)]
+
+
+def _my_digits():
+    return AppTest.from_file("../pages/my_digits.py", default_timeout=TIMEOUT).run()
+
+
+def test_my_digits_page_with_nothing_saved_says_how_to_start():
+    at = _my_digits()
+    assert not at.exception and not at.error
+    assert "No digits saved yet" in at.info[0].value and "Save to my digits" in at.info[0].value
+
+
+def test_my_digits_page_counts_and_shows_every_digit_by_label():
+    _save_digits(1, 2)
+    _save_digits(7)
+    at = _my_digits()
+    assert not at.exception and not at.error
+    assert at.metric[0].label == "Saved digits" and at.metric[0].value == "3"
+    assert [s.value for s in at.selectbox] == [1, 1, 7]  # one label choice per digit, grouped by label
+    assert [h.value for h in at.subheader] == ["Labelled 1", "Labelled 7"]
+    assert len(at.get("image")) == 3
+    assert "None yet labelled 0, 2, 3, 4, 5, 6, 8, 9" in " ".join(c.value for c in at.caption)
+
+
+def test_my_digits_page_relabels_a_digit():
+    from core.collected import counts
+
+    (seven,) = _save_digits(7)
+    _save_digits(1)
+    at = _my_digits()
+    at.selectbox(key=f"label-7/{seven.name}").set_value(1).run()
+    assert not at.exception and not at.error
+    assert counts()[1] == 2 and counts()[7] == 0
+    assert not seven.exists() and (seven.parent.parent / "1" / seven.name).exists()
+    assert [s.value for s in at.selectbox] == [1, 1]
+    assert "Moved" in at.toast[0].value
+
+
+def test_my_digits_page_deletes_only_the_confirmed_digit():
+    first, second = _save_digits(4, 2)
+    at = _my_digits()
+    # Deleting takes two steps: open the digit's Delete popover, then confirm inside it.
+    assert {b.label for b in at.button} == {"Delete it"}
+    at.button(key=f"confirm-4/{first.name}").click().run()
+    assert not at.exception and not at.error
+    assert not first.exists() and second.exists()
+    assert len(at.selectbox) == 1 and "Deleted" in at.toast[0].value
+
+
+def test_my_digits_page_on_a_read_only_server_shows_but_never_changes(monkeypatch):
+    _save_digits(2, 2)
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")
+    at = _my_digits()
+    assert not at.exception
+    assert not at.selectbox and not at.button  # no relabel, no delete
+    assert "read-only" in at.info[0].value and len(at.get("image")) == 2
+
+
+def test_my_digits_page_shows_a_file_name_literally():
+    import os
+
+    from ui.safe import md_escape
+
+    (path,) = _save_digits(3)
+    odd = path.with_name("*bold* [x](y).png")
+    os.replace(path, odd)
+    at = _my_digits()
+    assert not at.exception
+    assert any(md_escape(odd.name) in c.value for c in at.caption)  # in the delete confirmation
+    at.button(key=f"confirm-3/{odd.name}").click().run()
+    assert not odd.exists()
+
+
+def test_my_digits_page_opens_with_the_newest_of_a_large_class_then_shows_all():
+    _save_digits(5, 14)
+    at = _my_digits()
+    assert len(at.get("image")) == 12 and "The newest 12 of 14." in [c.value for c in at.caption]
+    at.toggle(key="all-5").set_value(True).run()
+    assert len(at.get("image")) == 14
