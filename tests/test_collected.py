@@ -154,3 +154,22 @@ def test_listed_images_read_back_as_saved():
     (digit,) = list_collected()
     img = read_image(digit.path)
     assert img.shape[:2] == (280, 280) and np.asarray(img).min() == 0
+
+
+def test_the_pages_cached_my_digits_follow_saves_relabels_and_deletes():
+    import numpy as np
+
+    from core.collected import delete_collected, list_collected, relabel_collected
+    from core.datasets import save_collected
+    from ui import cache
+
+    img = np.full((28, 28), 255, np.uint8)
+    img[5:23, 12:16] = 0
+    save_collected(img, 1)
+    assert cache.target("collected").labels.tolist() == [1]
+    save_collected(img, 1)
+    assert len(cache.target("collected")) == 2
+    relabel_collected(list_collected()[0].path, 7)
+    assert sorted(cache.target("collected").labels.tolist()) == [1, 7]
+    delete_collected(list_collected()[0].path)
+    assert len(cache.target("collected")) == 1 and "1 digit drawn" in cache.target("collected").provenance

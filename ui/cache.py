@@ -72,9 +72,19 @@ def examples():
     return load_sklearn_digits()
 
 
-@st.cache_data(show_spinner="Loading the data set...", max_entries=8)
 def target(name: str):
-    """A built-in or collected target data set, loaded once per session."""
+    """A built-in or collected target data set, loaded once per content: my digits change (a save, a relabel,
+    a delete on another page), so their cache key is the list of their files, not just the name."""
+    version = ()
+    if name == "collected":
+        from core.collected import list_collected
+
+        version = tuple((str(d.path), d.label) for d in list_collected())
+    return _target(name, version)
+
+
+@st.cache_data(show_spinner="Loading the data set...", max_entries=8)
+def _target(name: str, version: tuple):
     from core.datasets import load_target
 
     return load_target(name)
