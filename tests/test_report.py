@@ -127,7 +127,7 @@ def test_verdict_says_what_k_labels_bought_and_when_none_was_measured():
     s = synthetic(wrong={8: (1, 10)}).as_dict(0.99)
     none = verdict(s, None, "sklearn-digits")[-1]
     assert "No few-shot adaptation has been measured for sklearn-digits" in none
-    assert "python -m core adapt --target sklearn-digits" in none
+    assert 'run "python -m core adapt --target sklearn-digits" to measure' in none
     adaptation = {"n_test": 900, "zero_shot": 0.941, "summary": [
         {"strategy": "last-layer", "shots": 10, "mean": 0.975, "std": 0.004, "n": 3, "mnist_mean": 0.98},
         {"strategy": "fine-tune", "shots": 10, "mean": 0.986, "std": 0.002, "n": 3, "mnist_mean": 0.982},

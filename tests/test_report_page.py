@@ -1,0 +1,255 @@
+"""The Reused-model report page through AppTest: drill-down, pagination, reset, model choice, automation,
+warnings, the lazy views, and a cached evaluation that renders without TensorFlow.
+
+The three evaluations of scikit-learn digits are computed once for the module and copied into each test's own
+data folder (the evaluation cache is keyed by content, so a copy is exactly what the page would compute).
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT, canvas
+
+TIMEOUT = 120
+PAGE = "../pages/report.py"
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory):
+    """The evaluation cache of scikit-learn digits with every method, computed once."""
+    from core.datasets import load_sklearn_digits
+    from core.evaluation import compare_methods
+    from core.models import Predictor
+
+    home = tmp_path_factory.mktemp("warm-home")
+    old = os.environ.get("DIGITLAB_HOME")
+    os.environ["DIGITLAB_HOME"] = str(home)
+    try:
+        compare_methods(Predictor.load(), load_sklearn_digits())
+    finally:
+        os.environ["DIGITLAB_HOME"] = old or ""
+    return home / "cache" / "evaluations"
+
+
+@pytest.fixture(autouse=True)
+def _cached(_isolated_home, warm_cache):
+    shutil.copytree(warm_cache, Path(os.environ["DIGITLAB_HOME"]) / "cache" / "evaluations")
+
+
+def sklearn_confusion() -> np.ndarray:
+    """The confusion matrix the page shows by default (read from the copied evaluation cache)."""
+    from core.datasets import load_sklearn_digits
+    from core.evaluation import evaluate
+
+    return evaluate(None, load_sklearn_digits(), "paper").confusion_matrix()
+
+
+def report_page(**state):
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def selectbox(at, label):
+    return next(s for s in at.selectbox if s.label == label)
+
+
+def captions(at) -> list[str]:
+    return [img.caption for el in at.get("image") for img in el.proto.imgs]
+
+
+def confidences(at) -> list[int]:
+    return [int(m.group(1)) for c in captions(at) if (m := re.search(r"\((\d+)%\)$", c))]
+
+
+def test_default_page_headline_identity_and_the_commonest_mistake():
+    at = report_page()
+    assert not at.exception and not at.error
+    assert [m.label for m in at.metric] == ["Accuracy", "Macro precision", "Macro recall", "Macro F1"]
+    assert at.metric[0].value.endswith(" %") and "95 % CI" in at.metric[0].proto.delta
+    text = " ".join(m.value for m in at.markdown)
+    assert re.search(r"\*\*Automate \d+\.\d % of digits at ≥ 99\.0 % accuracy\*\* \(threshold 0\.\d{3}; accuracy "
+                     r"\d+\.\d %, 95 % CI \[\d+\.\d %, \d+\.\d %\]\)", text)
+    caption = " ".join(c.value for c in at.caption)
+    assert "34,826 parameters" in caption and "SHA-256" in caption and "input 28x28x1" in caption
+    assert "trained on: MNIST training digits" in caption and "1,797 images evaluated" in caption
+    # the drill-down opens on the commonest mistake: one tile (both images) per image, most confident first
+    t, p = selectbox(at, "True digit").value, selectbox(at, "Predicted digit").value
+    assert t != p
+    shown = confidences(at)
+    assert shown and shown == sorted(shown, reverse=True) and len(shown) <= 24
+    assert all(f"true {t}, read {p}" in c for c in captions(at))
+
+
+def test_choosing_a_cell_and_paging_through_it():
+    at = report_page()
+    cm = sklearn_confusion()
+    for t in sorted(range(10), key=lambda d: -(cm[d].sum() - cm[d, d]))[:2] + [0]:  # two rows with mistakes, one
+        selectbox(at, "True digit").set_value(t).run()  # choosing a true digit proposes its commonest mistake
+        counts = [int(o.split("(")[1].rstrip(")")) for o in selectbox(at, "Predicted digit").options[:10]]
+        wrong = [c if p != t else -1 for p, c in enumerate(counts)]
+        assert selectbox(at, "Predicted digit").value == (int(np.argmax(wrong)) if max(wrong) > 0 else t)
+    selectbox(at, "True digit").set_value(0).run()
+    selectbox(at, "Predicted digit").set_value(0).run()  # the right answers: 178 images, 8 pages of 24
+    assert "True 0, read as 0: 178 images, 1-24 shown" in " ".join(c.value for c in at.caption)
+    first = confidences(at)
+    assert len(first) == 24 and first == sorted(first, reverse=True)
+    page = next(n for n in at.number_input if n.label.startswith("Page"))
+    assert page.label == "Page (of 8)"
+    page.set_value(8).run()
+    assert not at.exception
+    assert len(captions(at)) == 178 - 7 * 24 and max(confidences(at)) <= min(first)
+    assert "169-178 shown" in " ".join(c.value for c in at.caption)
+
+
+def test_a_cell_with_one_image_says_1_image():
+    cm = sklearn_confusion()
+    ones = np.argwhere(cm == 1)
+    if not len(ones):
+        pytest.skip("no confusion-matrix cell holds exactly one image with this model")
+    t, p = (int(v) for v in ones[0])
+    at = report_page()
+    selectbox(at, "True digit").set_value(t).run()
+    selectbox(at, "Predicted digit").set_value(p).run()
+    text = " ".join(c.value for c in at.caption)
+    assert f"True {t}, read as {p}: 1 image." in text and "1 images" not in text
+    assert len(captions(at)) == 1
+
+
+def test_the_selection_resets_when_the_data_set_method_or_model_changes():
+    at = report_page()
+    selectbox(at, "True digit").set_value(0).run()
+    selectbox(at, "Predicted digit").set_value(0).run()
+    at.radio(key="method").set_value("mnist").run()
+    assert not at.exception
+    t, p = selectbox(at, "True digit").value, selectbox(at, "Predicted digit").value
+    assert (t, p) != (0, 0) and t != p  # the new evaluation's commonest mistake, not the old choice
+    assert all(f"true {t}, read {p}" in c for c in captions(at))
+    at.selectbox(key="source").set_value("upload").run()
+    one = _png(canvas([((140, 50), (140, 230))], rgba=False))
+    at.file_uploader(key="zip").upload("scans.zip", _zip([("s/1/a.png", one), ("s/1/b.png", one)]),
+                                       "application/zip").run()
+    assert not at.exception and not at.error
+    assert "Choose an option" not in str(selectbox(at, "True digit").value)
+    assert "2 images evaluated" in " ".join(c.value for c in at.caption)
+
+
+def test_clicking_a_matrix_cell_selects_it():
+    from ui.report_view import cell_from_selection, commonest_mistake
+
+    state = {"selection": {"points": [{"curve_number": 1, "point_index": 18, "x": 8, "y": 1}], "box": [],
+                           "lasso": []}}
+    assert cell_from_selection(state) == (1, 8)
+    assert cell_from_selection({"selection": {"points": []}}) is None and cell_from_selection(None) is None
+    cm = np.eye(10, dtype=int) * 5
+    cm[3, 5], cm[3, 8], cm[7, 1] = 2, 4, 9
+    assert commonest_mistake(cm) == (7, 1) and commonest_mistake(cm, 3) == (3, 8)
+    assert commonest_mistake(np.eye(10, dtype=int), 4) == (4, 4)
+
+
+def test_an_uploaded_model_that_is_not_a_model_gets_an_error():
+    at = report_page(model="upload")
+    at.file_uploader(key="model_upload").upload("mine.keras", b"not a keras file", "application/octet-stream")
+    at.run()
+    assert not at.exception
+    assert at.error and "mine.keras" in at.error[0].value
+    assert not at.metric
+
+
+def test_a_run_model_is_evaluated_and_identified():
+    at = report_page(model="mlp-mnist-subset", source="upload")
+    one = _png(canvas([((140, 50), (140, 230))], rgba=False))
+    seven = _png(canvas([((60, 60), (220, 60)), ((220, 60), (120, 240))], rgba=False))
+    at.file_uploader(key="zip").upload("scans.zip", _zip([("s/1/a.png", one), ("s/7/b.png", seven)]),
+                                       "application/zip").run()
+    assert not at.exception and not at.error
+    caption = " ".join(c.value for c in at.caption)
+    assert "MLP 256-128 on the embedded MNIST subset" in caption and "235,146 parameters" in caption
+    assert "input 28x28x1" in caption and "2 images evaluated" in caption
+    assert at.metric[0].label == "Accuracy"
+
+
+def test_automation_view_follows_the_target_accuracy():
+    at = report_page(view="Automation")
+    assert not at.exception
+    headline = next(m.value for m in at.markdown if "Automate" in m.value)
+    assert len(at.get("plotly_chart")) == 1
+    table = at.dataframe[0].value
+    assert list(table["predicted digit"]) == list(range(10)) and "automated" in table.columns
+    at.number_input(key="target_accuracy").set_value(95.0).run()
+    lower = next(m.value for m in at.markdown if "Automate" in m.value)
+    share = lambda s: float(re.search(r"Automate (\d+\.\d) %", s).group(1))  # noqa: E731
+    assert "≥ 95.0 % accuracy" in lower and share(lower) > share(headline)
+
+
+def test_warnings_are_shown(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    monkeypatch.setenv("DIGITLAB_HOME", str(blocker / "home"))  # the evaluation cannot be cached
+    at = report_page()
+    assert not at.exception and not at.error
+    assert any("not cached" in w.value for w in at.warning)
+    assert at.metric[0].label == "Accuracy"
+
+
+def test_per_digit_methods_and_html_views():
+    at = report_page(view="Per digit")
+    assert not at.exception
+    counts, rates = at.dataframe[0].value, at.dataframe[1].value
+    assert list(counts.columns) == ["digit", "tp", "tn", "fp", "fn"]
+    assert (counts[["tp", "tn", "fp", "fn"]].sum(axis=1) == 1797).all()
+    assert {"recall_low", "recall_high", "precision_low", "precision_high"} <= set(rates.columns)
+    assert (rates["recall_low"] <= rates["recall"]).all() and (rates["recall"] <= rates["recall_high"]).all()
+    at.segmented_control(key="view").set_value("Methods").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 2
+    recall_chart = at.get("plotly_chart")[1].proto.spec
+    assert '"type":"category"' in recall_chart.replace(" ", "")  # every digit labelled
+    at.segmented_control(key="view").set_value("HTML").run()
+    assert not at.exception
+    assert "Download the whole report (HTML, opens offline)" in [b.proto.label for b in at.get("download_button")]
+    verdict = " ".join(m.value for m in at.markdown)
+    assert "The model reads" in verdict and "Weakest digit" in verdict
+
+
+def test_numbers_view_reads_the_built_in_numbers_on_request():
+    at = report_page(view="Numbers")
+    assert not at.exception and "Numbers read exactly right" not in [m.label for m in at.metric]
+    at.button(key="read_numbers").click().run()
+    assert not at.exception
+    assert "Numbers read exactly right" in [m.label for m in at.metric]
+
+
+def test_a_cached_evaluation_renders_without_tensorflow():
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            "at = AppTest.from_file('pages/report.py', default_timeout=60).run(); "
+            "assert not at.exception, at.exception; assert not at.error, at.error; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "False"]
+
+
+def _png(img) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def _zip(entries) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    return buf.getvalue()

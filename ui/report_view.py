@@ -1,0 +1,528 @@
+"""The Reused-model report page's views: st.cache_* wrappers, figures, and one @st.fragment per view.
+
+Each view is a fragment: a toggle, selectbox or page change inside it reruns only that view, never the
+evaluation or the other views. The page (pages/report.py) chooses the data set, model and method, evaluates
+(core caches every evaluation on disk), and calls the one view the reader chose.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import config, report
+from core.datasets import Dataset
+from core.errors import DigitLabError
+from core.evaluation import BLANK, Evaluation
+from core.images import EXTENSIONS, decode_image, thumbnail
+from core.reframing import METHODS, reframe
+from ui.safe import guarded, md_escape, show_error
+
+SHIPPED = "shipped"
+UPLOAD = "upload"
+#: Built-in data sets whose content never changes: their name is their identity (no hashing every rerun).
+STABLE_TARGETS = ("sklearn-digits", "mnist-test")
+TILE_SIDE = 52
+TILE_WIDTH = 2 * TILE_SIDE + 6  # the pair and the gap between them, at 1:1
+PERCENT = st.column_config.NumberColumn(format="percent")
+
+
+@dataclass
+class Context:
+    """What every view needs: the evaluation and where it came from. `token` names (data set, model, method):
+    widgets keyed on it start afresh when any of them changes."""
+
+    dataset: Dataset
+    ev: Evaluation
+    summary: dict
+    method: str
+    model_path: Path
+    model_key: str
+    identity: dict
+    factory: Callable
+    token: str
+
+
+# --- cached pieces -------------------------------------------------------------------------------------------
+
+@st.cache_data(show_spinner=False, ttl=10, max_entries=8)
+def model_choices(home: str) -> list[dict]:
+    """Finished runs with a model (id, title, path), the shipped model left out (it is its own choice).
+
+    `home` (the data folder) is part of the key: another data folder has other runs. Ten seconds old at most,
+    so a run that just finished shows up without a reload.
+    """
+    from core.runs import runs_with_models
+
+    return [{"id": r.id, "title": r.title or r.id, "path": str(Path(r.path) / "model.keras")}
+            for r in runs_with_models() if r.id != "reused-cnn"]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def model_identity(path: str, mtime: float, size: int) -> dict:
+    """core.report.describe_model, once per file version (mtime and size in the key), without TensorFlow."""
+    return report.describe_model(path)
+
+
+@st.cache_data(show_spinner="Checking the model (TensorFlow starts once per process)...", max_entries=8)
+def uploaded_model(data: bytes, name: str, home: str) -> str:
+    """An uploaded .keras/.h5 file kept in the data folder and checked to load; its path. ModelError says why
+    not (an error is not cached: a fixed file can be uploaded again)."""
+    from core.models import save_uploaded_model
+
+    return str(save_uploaded_model(data, name))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def analysis(token: str, _ev: Evaluation, target_accuracy: float) -> dict:
+    """Evaluation.as_dict at a target accuracy: metrics, risk-coverage, automation (keyed by token)."""
+    return _ev.as_dict(target_accuracy)
+
+
+@st.cache_data(show_spinner=False, ttl=30, max_entries=16)
+def adaptation_for(target: str, model_path: str, method: str, home: str) -> dict | None:
+    """The newest saved few-shot result for this data set and model (core.adaptation), or None."""
+    from core.adaptation import load_results
+
+    return report.pick_adaptation(load_results(target), model_path, method)
+
+
+@st.cache_data(show_spinner="Reading 300 numbers...", max_entries=8)
+def builtin_numbers(model_key: str, method: str, _factory: Callable) -> dict:
+    """The 300 built-in numbers read by this model (keyed by the model's hash and the method)."""
+    from core.numbers import compose_numbers, evaluate_numbers
+
+    images, labels = compose_numbers()
+    out = evaluate_numbers(_factory(), images, labels, method)
+    out["provenance"] = f"{len(labels)} numbers 0-303 composed from scikit-learn digit scans"
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def read_number(model_key: str, image: np.ndarray, method: str, _factory: Callable):
+    """One number image split, classified and recomposed (keyed by the model, the image and the method)."""
+    from core.numbers import read_number as core_read_number
+
+    return core_read_number(_factory(), image, method)
+
+
+@st.cache_data(show_spinner="Reading the numbers...", max_entries=4)
+def numbers_zip(model_key: str, data: bytes, filename: str, method: str, _factory: Callable) -> dict:
+    """An uploaded .zip of labelled number images read by this model."""
+    from core.numbers import evaluate_numbers, load_numbers_zip
+
+    images, labels, _, skipped = load_numbers_zip(data, filename)
+    out = evaluate_numbers(_factory(), images, labels, method)
+    out.update(skipped_files=skipped, provenance=f"{len(labels)} labelled number images in {filename}")
+    return out
+
+
+def dataset_token(name: str, dataset: Dataset) -> str:
+    """A short name for the data set's content: built-in sets by name, others by a hash of images and labels."""
+    from core.evaluation import fingerprint
+
+    if name in STABLE_TARGETS:
+        return name
+    return fingerprint(dataset.images, dataset.labels)[:12]
+
+
+def home() -> str:
+    return str(config.data_home())
+
+
+# --- the model under test -------------------------------------------------------------------------------------
+
+def model_label(choice: str, runs: list[dict]) -> str:
+    if choice == SHIPPED:
+        return "The shipped reused model: Keras simple MNIST convnet (models/reused-cnn)"
+    if choice == UPLOAD:
+        return "Upload a .keras or .h5 model..."
+    run = next((r for r in runs if r["id"] == choice), None)
+    return f"{run['title']} ({choice})" if run else choice
+
+
+def identity_caption(identity: dict) -> str:
+    """The model's identity in one line of Markdown (user text escaped)."""
+    shape = identity.get("input_shape")
+    parts = [f"**{md_escape(identity.get('title') or identity.get('name') or identity.get('file', ''))}**"]
+    if identity.get("name"):
+        parts.append(md_escape(identity["name"]))
+    if identity.get("params"):
+        parts.append(f"{identity['params']:,} parameters")
+    if shape:
+        parts.append("input " + "x".join("?" if s is None else str(s) for s in shape))
+    parts.append(f"SHA-256 `{identity['sha256'][:12]}`")
+    parts.append(f"trained on: {md_escape(identity.get('trained_on', 'not known'))}")
+    return "Identity: " + " · ".join(parts)
+
+
+# --- headline ---------------------------------------------------------------------------------------------------
+
+def automation_headline(a: dict) -> str:
+    """'Automate X % of digits at >= T accuracy (threshold c; accuracy a, 95 % CI [l, h])' in Markdown."""
+    t = report.pct(a["target_accuracy"])
+    if a.get("threshold") is None:
+        return f"**No confidence threshold reaches {t} accuracy** on this set: every digit needs a person's check."
+    return (f"**Automate {report.pct(a['coverage'])} of digits at ≥ {t} accuracy** (threshold "
+            f"{a['threshold']:.3f}; accuracy {report.pct(a['accuracy'])}, 95 % CI "
+            f"[{report.pct(a['low'])}, {report.pct(a['high'])}])")
+
+
+# --- confusion matrix and the images behind a cell ---------------------------------------------------------------
+
+def confusion_figure(cm: np.ndarray, shown: np.ndarray, normalise: bool, selected: tuple[int, int] | None
+                     ) -> go.Figure:
+    """The matrix as a heatmap, with an invisible marker on each cell so that a click selects the cell
+    (plotly reports clicks on heatmaps poorly; markers it reports as selected points)."""
+    digits = list(range(10))
+    text = [[f"{v:.0%}" if normalise else f"{int(v)}" for v in row] for row in shown]
+    # Shaded by the square root of each cell's share of its row: the diagonal's 90 % would otherwise leave a
+    # 10 % confusion as pale as an empty cell.
+    totals = np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig = go.Figure(go.Heatmap(z=np.sqrt(cm / totals), x=digits, y=digits, colorscale="Blues", zmin=0, zmax=1,
+                               text=text, texttemplate="%{text}", hoverinfo="skip", showscale=False))
+    xs = [p for t in digits for p in digits]
+    ys = [t for t in digits for _ in digits]
+    counts = [int(cm[t, p]) for t in digits for p in digits]
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers", customdata=counts, showlegend=False,
+        marker=dict(symbol="square", size=34, color="rgba(0,0,0,0)"),
+        selected=dict(marker=dict(color="rgba(0,0,0,0)")), unselected=dict(marker=dict(opacity=0)),
+        hovertemplate="true %{y}, read as %{x}: %{customdata} image(s)<br>click to see them<extra></extra>"))
+    if selected is not None and selected[1] >= 0:
+        t, p = selected
+        fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5,
+                      line=dict(color="#ff7f0e", width=4))
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=10, b=10), clickmode="event+select",
+                      dragmode=False, plot_bgcolor="white",
+                      xaxis=dict(title="predicted digit", dtick=1, range=[-0.5, 9.5], fixedrange=True),
+                      yaxis=dict(title="true digit", dtick=1, range=[9.5, -0.5], fixedrange=True))
+    return fig
+
+
+def cell_from_selection(state) -> tuple[int, int] | None:
+    """(true digit, predicted digit) of the clicked cell in a plotly selection state, or None."""
+    try:
+        points = state["selection"]["points"]
+    except (KeyError, TypeError):
+        return None
+    for pt in points:
+        x, y = pt.get("x"), pt.get("y")
+        if x is not None and y is not None:
+            return int(round(float(y))), int(round(float(x)))
+    return None
+
+
+def commonest_mistake(cm: np.ndarray, true_digit: int | None = None) -> tuple[int, int]:
+    """The largest off-diagonal cell (of one row when true_digit is given); the diagonal when there is none."""
+    rows = range(10) if true_digit is None else [true_digit]
+    # ties go to the lowest digits, as a reader scans the matrix
+    best = max(((int(cm[t, p]), t, p) for t in rows for p in range(10) if p != t),
+               key=lambda c: (c[0], -c[1], -c[2]), default=(0, 0, 0))
+    if best[0] == 0:
+        t = true_digit if true_digit is not None else 0
+        return t, t
+    return best[1], best[2]
+
+
+def _keys(token: str) -> tuple[str, str]:
+    return f"cell_true-{token}", f"cell_pred-{token}"
+
+
+def _on_click(chart_key: str, token: str) -> None:
+    cell = cell_from_selection(st.session_state.get(chart_key))
+    if cell is not None:
+        st.session_state[_keys(token)[0]], st.session_state[_keys(token)[1]] = cell
+
+
+def _on_true_digit(cm: np.ndarray, token: str) -> None:
+    t_key, p_key = _keys(token)
+    st.session_state[p_key] = commonest_mistake(cm, st.session_state[t_key])[1]
+
+
+@st.fragment
+@guarded
+def confusion_view(ctx: Context) -> None:
+    ev = ctx.ev
+    cm = np.asarray(ctx.summary["confusion_matrix"])
+    t_key, p_key = _keys(ctx.token)
+    t0, p0 = commonest_mistake(cm)
+    st.session_state.setdefault(t_key, t0)  # a new data set, model or method: start at its commonest mistake
+    st.session_state.setdefault(p_key, p0)
+    left, right = st.columns([1, 1], gap="medium")
+    with left:
+        normalise = st.toggle("Row-normalised", key="normalise", help="Each cell as a share of its true digit")
+        shown = report.confusion_frame(ev, normalise).to_numpy()
+        chart_key = f"cm-{ctx.token}"
+        st.plotly_chart(confusion_figure(cm, shown, normalise, (st.session_state[t_key], st.session_state[p_key])),
+                        key=chart_key, on_select=functools.partial(_on_click, chart_key, ctx.token),
+                        selection_mode="points", config={"displayModeBar": False})
+        st.download_button("Download confusion matrix (CSV)", report.confusion_frame(ev, normalise).to_csv(),
+                           f"confusion-{ev.target}-{ctx.method}.csv", "text/csv", key="dl_cm")
+    with right:
+        st.markdown("**Images behind a cell**")
+        st.caption("Click a cell of the matrix, or choose it here.")
+        a, b = st.columns(2)
+        a.selectbox("True digit", range(10), key=t_key, on_change=_on_true_digit, args=(cm, ctx.token))
+        t = st.session_state[t_key]
+        options = list(range(10)) + ([BLANK] if ev.blank else [])
+        blanks_in_row = int(((ev.y_true == t) & (ev.y_pred == BLANK)).sum())
+        b.selectbox("Predicted digit", options, key=p_key,
+                    format_func=lambda p: f"blank ({blanks_in_row})" if p == BLANK else f"{p} ({int(cm[t, p])})")
+        cell_images(ctx, t, st.session_state[p_key])
+
+
+def cell_images(ctx: Context, t: int, p: int) -> None:
+    """The images of one cell as tiles (as given | as the model saw it, one caption), most confident first,
+    TILES_PER_PAGE to a page."""
+    order = report.cell_order(ctx.ev, t, p)
+    read = "blank (no ink)" if p == BLANK else f"read as {p}"
+    if not order:
+        st.info(f"No images of a true {t} {read}.")
+        return
+    pages = math.ceil(len(order) / report.TILES_PER_PAGE)
+    page = 1
+    if pages > 1:
+        page = st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"cell_page-{ctx.token}-{t}-{p}")
+    start = (page - 1) * report.TILES_PER_PAGE
+    shown = order[start:start + report.TILES_PER_PAGE]
+    st.caption(f"True {t}, {read}: {report.plural(len(order), 'image')}"
+               + (f", {start + 1}-{start + len(shown)} shown" if pages > 1 else "")
+               + ". Each: as given | as the model saw it; most confident first.")
+    images = ctx.dataset.images
+    # One picture per image (as given | as the model saw it) in a wrapping row: as many per line as fit, and
+    # an original can never sit beside another image's reframing.
+    with st.container(horizontal=True, gap="small"):
+        for i in shown:
+            tile = report.pair_tile(images[i], report.reframed_image(images[i], ctx.method), TILE_SIDE)
+            st.image(tile, caption=md_escape(report.tile_caption(ctx.ev, i, ctx.dataset.files)), clamp=True,
+                     width=TILE_WIDTH)
+
+
+# --- per digit -------------------------------------------------------------------------------------------------
+
+@st.fragment
+@guarded
+def per_digit_view(ctx: Context) -> None:
+    ev, per = ctx.ev, pd.DataFrame(ctx.summary["per_digit"])
+    st.markdown("**TP, TN, FP, FN per digit** (each row sums to the data set size; most errors highlighted)")
+    counts = per[report.COUNT_COLUMNS]
+    st.dataframe(counts.style.highlight_max(subset=["fp", "fn"], color="#fdd"), hide_index=True, width="stretch")
+    st.download_button("Download TP/TN/FP/FN (CSV)", counts.to_csv(index=False),
+                       f"per-digit-counts-{ev.target}-{ctx.method}.csv", "text/csv", key="dl_counts")
+    st.markdown("**Accuracy, recall, precision, F1 per digit**, recall and precision with their 95 % Wilson "
+                "interval (weakest highlighted)")
+    rates = report.rates_frame(ctx.summary["per_digit"])
+    shares = [c for c in rates.columns if c not in ("digit", "images")]
+    st.dataframe(rates.style.highlight_min(subset=["recall", "precision", "f1"], color="#fdd"),
+                 hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="percent")
+                                for c in shares})
+    st.download_button("Download per-digit metrics (CSV)", rates.to_csv(index=False),
+                       f"per-digit-metrics-{ev.target}-{ctx.method}.csv", "text/csv", key="dl_rates")
+
+
+# --- automation ------------------------------------------------------------------------------------------------
+
+def coverage_figure(summary: dict) -> go.Figure:
+    """Accuracy on the accepted images against the share accepted, with the 95 % Wilson band, the target and
+    the chosen operating point."""
+    rows = sorted((r for r in summary["coverage"] if r["accepted"]), key=lambda r: r["coverage"])
+    x = [r["coverage"] for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=[r["high"] for r in rows], mode="lines", line=dict(width=0),
+                             hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=x, y=[r["low"] for r in rows], mode="lines", line=dict(width=0), fill="tonexty",
+                             fillcolor="rgba(31,119,180,0.2)", name="95 % interval", hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in rows], mode="lines", name="accuracy on accepted",
+                             line=dict(color="#1f77b4"), customdata=[r["threshold"] for r in rows],
+                             hovertemplate="threshold %{customdata:.2f}: accept %{x:.1%}, accuracy %{y:.2%}"
+                                           "<extra></extra>"))
+    a = summary["automation"]
+    fig.add_hline(y=a["target_accuracy"], line_dash="dash", line_color="#555",
+                  annotation_text=f"target {report.pct(a['target_accuracy'])}", annotation_position="bottom left")
+    if a.get("threshold") is not None:
+        fig.add_trace(go.Scatter(x=[a["coverage"]], y=[a["accuracy"]], mode="markers", name="automation point",
+                                 marker=dict(color="#d62728", size=11)))
+    # from the curve and the target, not the band (a few accepted images have a band down to 60 %)
+    y_min = max(0.0, math.floor((min([r["accuracy"] for r in rows] + [a["target_accuracy"]]) - 0.01) * 20) / 20)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+                      xaxis=dict(title="coverage: share of images accepted", tickformat=".0%", range=[0, 1.02]),
+                      yaxis=dict(title="accuracy on accepted images", tickformat=".0%", range=[y_min, 1.005]))
+    return fig
+
+
+@st.fragment
+@guarded
+def automation_view(ctx: Context) -> None:
+    s = ctx.summary
+    st.caption("A form pipeline accepts the model's answer when its confidence reaches a threshold and sends the "
+               "rest to a person. As the threshold falls, more images are accepted (coverage) and accuracy on "
+               "them drops. The threshold is chosen on these same images: confirm it on new labelled ones.")
+    st.plotly_chart(coverage_figure(s), key="coverage_chart", config={"displayModeBar": False})
+    st.markdown("**Per predicted digit** (what a pipeline knows when it decides)")
+    table = report.automation_frame(s["automation_per_digit"])
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "automated": PERCENT, "accuracy": PERCENT, "accuracy_low": st.column_config.NumberColumn(
+            "accuracy low", format="percent"), "accuracy_high": st.column_config.NumberColumn(
+            "accuracy high", format="percent"), "threshold": st.column_config.NumberColumn(format="%.3f")})
+    curve = pd.DataFrame(s["coverage"])
+    st.download_button("Download risk-coverage (CSV)", curve.to_csv(index=False),
+                       f"risk-coverage-{ctx.ev.target}-{ctx.method}.csv", "text/csv", key="dl_coverage")
+
+
+# --- methods compared ------------------------------------------------------------------------------------------
+
+def compare(ctx: Context) -> dict[str, Evaluation]:
+    """Every reframing method on the data set; a method not yet cached shows its progress."""
+    from core.evaluation import evaluate
+
+    out = {}
+    bar = st.empty()
+    for k, m in enumerate(METHODS):
+        if m == ctx.method:
+            out[m] = ctx.ev
+            continue
+
+        def progress(f, k=k, m=m):
+            bar.progress((k + f) / len(METHODS), text=f"Evaluating with {m}: {f:.0%}")
+
+        out[m] = evaluate(ctx.factory, ctx.dataset, m, model_path=ctx.model_path, progress=progress)
+    bar.empty()
+    return out
+
+
+@st.fragment
+@guarded
+def methods_view(ctx: Context) -> None:
+    comp = report.comparison_frame(compare(ctx))
+    fig = go.Figure(go.Bar(x=comp["method"], y=comp["accuracy"], text=[report.pct(v) for v in comp["accuracy"]],
+                           error_y=dict(type="data", symmetric=False, array=comp["accuracy_high"] - comp["accuracy"],
+                                        arrayminus=comp["accuracy"] - comp["accuracy_low"]),
+                           marker_color="#4c78a8", hovertemplate="%{x}: %{y:.2%}<extra></extra>"))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), title="Accuracy (95 % interval)",
+                      yaxis=dict(range=[0, 1.05], tickformat=".0%"), xaxis=dict(type="category"))
+    st.plotly_chart(fig, key="acc_methods", config={"displayModeBar": False})
+    recall = comp.melt(id_vars="method", value_vars=[f"recall_{d}" for d in range(10)], var_name="digit",
+                       value_name="recall")
+    recall["digit"] = recall["digit"].str.removeprefix("recall_")
+    fig = go.Figure([go.Bar(x=g["digit"], y=g["recall"], name=m, hovertemplate=f"{m}, digit %{{x}}: %{{y:.1%}}"
+                            "<extra></extra>") for m, g in recall.groupby("method", sort=False)])
+    digits = [str(d) for d in range(10)]
+    fig.update_layout(height=320, barmode="group", margin=dict(l=10, r=10, t=30, b=10), title="Recall per digit",
+                      yaxis=dict(range=[0, 1.05], tickformat=".0%"),
+                      # a category axis: every digit labelled (a numeric axis labels only every other one)
+                      xaxis=dict(type="category", tickmode="array", tickvals=digits, title="true digit"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
+    st.plotly_chart(fig, key="recall_methods", config={"displayModeBar": False})
+    st.caption("`naive` keeps dark ink on white: the model answers one or two digits for nearly everything, so "
+               "their recall is high and every other digit's is near zero.")
+    st.download_button("Download comparison (CSV)", comp.to_csv(index=False), f"methods-{ctx.ev.target}.csv",
+                       "text/csv", key="dl_methods")
+
+
+# --- numbers ---------------------------------------------------------------------------------------------------
+
+def numbers_key(ctx: Context) -> str:
+    return f"numbers-{ctx.model_key}-{ctx.method}"
+
+
+@st.fragment
+@guarded
+def numbers_view(ctx: Context) -> None:
+    method = ctx.method
+    st.markdown("Numbers of one to three digits, as in the paper (0-303): split into digits with OpenCV, each "
+                "digit reframed and classified, the number recomposed.")
+    kind = st.segmented_control("Number", ["Draw", "Upload"], default="Draw", key="number_source")
+    number_image = None
+    if kind == "Upload":
+        up = st.file_uploader("Photo or scan of a number", type=[e.lstrip(".") for e in EXTENSIONS],
+                              key="number_upload")
+        if up is not None:
+            try:
+                number_image = decode_image(up.getvalue(), up.name)
+            except DigitLabError as e:
+                show_error(e)
+    else:
+        from streamlit_drawable_canvas import st_canvas
+
+        number_image = st_canvas(stroke_width=14, stroke_color="#000000", background_color="#FFFFFF",
+                                 height=180, width=480, drawing_mode="freedraw", return_image_data=True,
+                                 key="number_canvas").image_data
+    if number_image is not None:
+        reading = read_number(ctx.model_key, number_image, method, ctx.factory)
+        if not reading.splits:
+            st.info("No ink found: write a number of one to three digits.")
+        else:
+            st.metric("Recomposed number", reading.number)
+            cols = st.columns(max(len(reading.splits), 1) * 2)
+            for k, (sp, d, c) in enumerate(zip(reading.splits, reading.digits, reading.confidences)):
+                cols[2 * k].image(thumbnail(sp.image, 84), caption=f"digit {k + 1}: cut out", clamp=True)
+                cols[2 * k + 1].image(thumbnail(reframe(sp.image, method).image, 84), clamp=True,
+                                      caption=f"reframed -> {d} ({c:.0%})")
+
+    st.markdown("**Evaluate on labelled numbers**")
+    numbers_source = st.radio("Numbers set", ["built in", "upload a .zip"], horizontal=True, key="numbers_set",
+                              help="Built in: 300 numbers 0-303 composed from scikit-learn digit scans. Upload: "
+                                   "images whose file names start with the number, e.g. 127_0001.png.")
+    nres = None
+    try:
+        if numbers_source == "built in":
+            key = numbers_key(ctx)
+            if key not in st.session_state and st.button("Read the 300 built-in numbers", key="read_numbers"):
+                st.session_state[key] = builtin_numbers(ctx.model_key, method, ctx.factory)
+            nres = st.session_state.get(key)
+        else:
+            nzip = st.file_uploader("A .zip of number images named like 127_0001.png", type=["zip"], key="nzip")
+            if nzip:
+                nres = numbers_zip(ctx.model_key, nzip.getvalue(), nzip.name, method, ctx.factory)
+    except DigitLabError as e:
+        show_error(e)
+    if nres:
+        a, b = st.columns([1, 2])
+        a.metric("Numbers read exactly right", report.pct(nres["accuracy"], 2),
+                 help=f"{report.plural(nres['n'], 'number')}; included in the HTML report")
+        b.dataframe(pd.DataFrame(nres["per_length"]).rename(columns={"digits": "digits in the number"}),
+                    hide_index=True, column_config={"accuracy": PERCENT})
+        if nres.get("skipped_files"):
+            with st.expander(f"{report.plural(len(nres['skipped_files']), 'file')} skipped"):
+                st.text("\n".join(nres["skipped_files"][:500]))
+
+
+# --- the HTML report ---------------------------------------------------------------------------------------------
+
+@st.fragment
+@guarded
+def html_view(ctx: Context, target_accuracy: float) -> None:
+    adaptation = adaptation_for(ctx.dataset.name, str(ctx.model_path), ctx.method, home())
+    st.markdown("**Verdict** (written from the measured numbers; it opens the HTML report)")
+    st.markdown("\n".join(f"- {md_escape(v)}" for v in report.verdict(ctx.summary, adaptation, ctx.dataset.name)))
+    comparison = compare(ctx)
+    numbers = st.session_state.get(numbers_key(ctx))
+    included = ["the model's identity", "the data set", "every table with 95 % intervals",
+                "confusion matrix, recall, risk-coverage charts", "the three methods compared"]
+    included += ["the few-shot learning curve"] if adaptation else []
+    included += ["the built-in numbers"] if numbers else []
+    st.caption("Included: " + ", ".join(included) + "." + ("" if numbers else
+               " To include the numbers of several digits, read them in the Numbers view first."))
+    ev, dataset, summary, identity = ctx.ev, ctx.dataset, ctx.summary, ctx.identity
+
+    def build() -> str:  # only when the button is pressed (deferred download): nothing here loads a model
+        note = report.describe_dataset(dataset.name, dataset.provenance, dataset.labels, dataset.images,
+                                       len(dataset.skipped))
+        return report.build_html(ev, dataset.images, comparison, model=identity, dataset_note=note,
+                                 numbers=numbers, adaptation=adaptation, target_accuracy=target_accuracy,
+                                 files=dataset.files, summary=summary)
+
+    st.download_button("Download the whole report (HTML, opens offline)", build,
+                       f"report-{ev.target}-{ctx.method}.html", "text/html", key="dl_html", type="primary",
+                       on_click="ignore", icon=":material/download:")
+    st.caption("Or from a terminal: `python -m core report --target TARGET [--model M] --out report.html`.")
