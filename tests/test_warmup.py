@@ -146,3 +146,51 @@ def test_a_page_run_on_its_own_starts_no_warmup():
     at = AppTest.from_file("../pages/training.py", default_timeout=TIMEOUT).run()
     assert not at.exception
     assert warmup.state() == warmup.IDLE  # only app.py starts it
+
+
+def _probe_module(tmp_path, monkeypatch, name):
+    """A module not imported yet, so importing it goes through sys.meta_path (and the warm-up's finder)."""
+    (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_the_warmup_gives_way_to_a_running_page(tmp_path, monkeypatch):
+    import importlib
+    import time
+
+    monkeypatch.setattr(warmup, "IMPORT_YIELD_S", 60.0)  # so only page_finished can end the pause here
+    name = _probe_module(tmp_path, monkeypatch, "warmup_probe_gives_way")
+    warmup.page_started()  # this test's thread plays a page being rendered
+    try:
+        warmup.start(loader=lambda seconds: (importlib.import_module(name), time.monotonic())[1])
+        time.sleep(0.5)
+        assert warmup.state() == warmup.RUNNING  # paused before its import
+        released = time.monotonic()
+    finally:
+        warmup.page_finished()
+    imported_at = warmup.wait(30)
+    assert imported_at is not None and imported_at >= released
+    assert warmup.info()["seconds"]["gave_way"] >= 0.4
+
+
+def test_a_page_waiting_for_the_warmup_does_not_hold_it_back(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(warmup, "IMPORT_YIELD_S", 60.0)
+    name = _probe_module(tmp_path, monkeypatch, "warmup_probe_waiting")
+    warmup.page_started()
+    try:
+        warmup.start(loader=lambda seconds: importlib.import_module(name))
+        assert warmup.wait(30) is not None  # the page waits (the Draw page's first prediction): no pause
+        assert warmup._pages_running()  # and runs again afterwards
+    finally:
+        warmup.page_finished()
+    assert not warmup._pages_running()
+
+
+def test_a_page_thread_that_died_does_not_hold_the_warmup_back():
+    t = threading.Thread(target=warmup.page_started)  # started a page, never finished it
+    t.start()
+    t.join()
+    assert not warmup._pages_running()

@@ -10,6 +10,12 @@ The thread never calls Streamlit, not even a cached function: Streamlit 1.67's `
 from a foreign thread, but every call logs "missing ScriptRunContext" and a spinner or element made there goes
 nowhere. So this module does not import streamlit at all; the registry is a plain dict under a lock.
 
+The warm-up gives way to pages: importing TensorFlow holds Python's GIL most of the time, so a page rendered
+meanwhile ran two to three times slower (measured: a page-like loop 0.5 s alone, 0.7-1.9 s during the import).
+app.py marks each script run (`page_started` / `page_finished`); while one runs, the thread pauses before each
+module it imports (at most IMPORT_YIELD_S each) and between its steps. A page blocked on an import lock the
+thread holds, or waiting for the warm-up itself, does not count: the thread then goes on at full speed.
+
 A failed warm-up (model file missing, TensorFlow broken) is logged and remembered; pages then load the model
 themselves, as before, with their normal spinner and error message.
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Callable
@@ -31,9 +38,59 @@ IDLE, RUNNING, READY, FAILED, OFF = "idle", "running", "ready", "failed", "off"
 #: hang every page for good; normally the wait is a few seconds).
 WAIT_LIMIT_S = 300.0
 
+#: The longest the thread pauses before one import while a page runs, and between two steps. Bounded: a page
+#: may wait on something the thread holds that is not visible as an import lock.
+IMPORT_YIELD_S = 0.5
+STEP_YIELD_S = 2.0
+
 _lock = threading.Lock()
 _done = threading.Event()
 _state: dict = {"state": IDLE, "predictor": None, "error": None, "seconds": {}, "thread": None}
+_pages: dict[int, threading.Thread] = {}  # script threads running a page now: ident -> thread
+
+
+def page_started() -> None:
+    """The calling (script) thread runs a page: until page_finished, the warm-up gives way to it."""
+    with _lock:
+        _pages[threading.get_ident()] = threading.current_thread()
+
+
+def page_finished() -> None:
+    with _lock:
+        _pages.pop(threading.get_ident(), None)
+
+
+def _pages_running() -> bool:
+    """A page is running and not merely waiting for an import (perhaps one the warm-up thread holds)."""
+    with _lock:
+        running = [(ident, t) for ident, t in _pages.items() if t.is_alive()]  # a thread that died: not running
+    # CPython's import machinery records which thread waits on which module lock (3.11: a dict by thread id).
+    blocking = getattr(sys.modules.get("importlib._bootstrap"), "_blocking_on", None)
+    if blocking is None:
+        return False  # cannot tell whether a page waits on us: never pause
+    return any(not blocking.get(ident) for ident, _ in running)
+
+
+def _yield_to_pages(limit: float) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < limit and _pages_running():
+        time.sleep(0.02)
+    _state["gave_way"] = _state.get("gave_way", 0.0) + time.monotonic() - start  # only the thread writes it
+
+
+class _GiveWayOnImport:
+    """A finder consulted before the others that finds nothing: in the warm-up thread it pauses while a page
+    runs, so each of TensorFlow's ~4,000 module imports waits its turn. Never removed (removing a finder while
+    another thread walks sys.meta_path could make that thread skip one); after the warm-up it only returns None."""
+
+    def find_spec(self, name, path=None, target=None):
+        thread = _state["thread"]
+        if thread is not None and thread.ident == threading.get_ident() and _state["state"] == RUNNING:
+            _yield_to_pages(IMPORT_YIELD_S)
+        return None
+
+
+_FINDER = _GiveWayOnImport()
 
 
 def enabled() -> bool:
@@ -42,6 +99,7 @@ def enabled() -> bool:
 
 def load_reused(seconds: dict) -> object:
     """Import TensorFlow, load the shipped model and make its first (tracing) call; times go in `seconds`."""
+    _yield_to_pages(STEP_YIELD_S)
     t0 = time.perf_counter()
     import numpy as np
     import tensorflow  # noqa: F401  the longest part (4-20 s on a busy 2-core machine), timed on its own
@@ -50,8 +108,10 @@ def load_reused(seconds: dict) -> object:
     from core.reframing import METHODS
 
     t1 = time.perf_counter()
+    _yield_to_pages(STEP_YIELD_S)
     predictor = Predictor.load(None)
     t2 = time.perf_counter()
+    _yield_to_pages(STEP_YIELD_S)
     # The first call traces the tf.function (~1 s); one reframed stroke per method also runs each reframing
     # once, as the Draw page's first answer will.
     stroke = np.full((96, 96), 255, np.uint8)
@@ -66,6 +126,7 @@ def _run(loader: Callable[[dict], object]) -> None:
     """The thread's body: no st.* here (see the module's docstring)."""
     seconds: dict = {}
     t0 = time.perf_counter()
+    _state["gave_way"] = 0.0
     try:
         predictor = loader(seconds)
     except BaseException as e:  # anything, even SystemExit from a broken import: pages then load it themselves
@@ -74,6 +135,7 @@ def _run(loader: Callable[[dict], object]) -> None:
         LOG.warning("Model warm-up failed after %.1f s (%s: %s); pages will load the model themselves.",
                     time.perf_counter() - t0, type(e).__name__, e)
     else:
+        seconds["gave_way"] = _state["gave_way"]  # of the total, paused while pages ran
         seconds["total"] = time.perf_counter() - t0
         with _lock:
             _state.update(state=READY, predictor=predictor, seconds=seconds)
@@ -99,6 +161,8 @@ def start(loader: Callable[[dict], object] | None = None) -> bool:
         # daemon: a server that stops never waits for TensorFlow to finish importing
         thread = threading.Thread(target=_run, args=(loader or load_reused,), name="digitlab-warmup", daemon=True)
         _state["thread"] = thread
+        if _FINDER not in sys.meta_path:
+            sys.meta_path.insert(0, _FINDER)
     LOG.info("Model warm-up started in the background.")
     thread.start()
     return True
@@ -120,7 +184,15 @@ def wait(timeout: float | None = WAIT_LIMIT_S):
     """Wait for a running warm-up to end (at most `timeout` s); its predictor, or None if it has none."""
     if state() == IDLE:
         return None  # never started (a page run on its own, e.g. in a test): nothing to wait for
-    _done.wait(timeout)
+    me = threading.get_ident()
+    with _lock:
+        page = _pages.pop(me, None)  # a page waiting for the warm-up must not slow it down
+    try:
+        _done.wait(timeout)
+    finally:
+        if page is not None:
+            with _lock:
+                _pages[me] = page
     return ready()
 
 
@@ -139,4 +211,5 @@ def _reset() -> None:
         thread.join(WAIT_LIMIT_S)
     with _lock:
         _state.update(state=IDLE, predictor=None, error=None, seconds={}, thread=None)
+        _pages.clear()
         _done.clear()
