@@ -219,6 +219,8 @@ def cmd_train(args) -> int:
 def cmd_runs(args) -> int:
     from core.runs import delete_run, list_runs, rename_run
 
+    if args.action == "reproduce":
+        return cmd_reproduce(args)
     if args.action in ("rename", "delete"):
         if args.id is None or (args.action == "rename" and args.title is None):
             raise DigitLabError("Say which run: `python -m core runs rename ID TITLE` or `runs delete ID`.")
@@ -409,6 +411,34 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from core import reproduce
+
+    if args.id is None:
+        raise DigitLabError("Say which published run: `python -m core runs reproduce ID`, one of "
+                            f"{', '.join(reproduce.reproducible_ids())}.")
+    overrides = {k: v for k, v in {"max_samples": args.max_samples, "epochs": args.epochs}.items() if v is not None}
+    if args.background:
+        job = reproduce.queue(args.id, **overrides)
+        _print(job.as_dict(), args.json, f"queued job {job.id}: {job.title}; follow it with `python -m core jobs`, "
+               f"cancel with `python -m core jobs cancel {job.id}`")
+        return 0
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` marks the run interrupted, as for train
+    log = None if args.json else (lambda row: print(
+        f"epoch {row['epoch']:>3}  loss {row.get('loss', float('nan')):.4f}  acc {row.get('accuracy', 0):.4f}  "
+        f"val_loss {row.get('val_loss', float('nan')):.4f}  val_acc {row.get('val_accuracy', 0):.4f}  "
+        f"{row['seconds']:.1f}s", flush=True))
+    result = reproduce.run(args.id, on_epoch=log, **overrides)
+    cmp = reproduce.comparison(args.id, result["id"])
+    acc = cmp["test_accuracy"]
+    result["comparison"] = {k: cmp[k] for k in ("test_accuracy", "differences", "warnings")}
+    diff = "" if acc["difference"] is None else f" ({acc['difference'] * 100:+.2f} points)"
+    published = "not published" if acc["published"] is None else f"{acc['published']:.4f}"
+    _print(result, args.json, f"run {result['id']} {result['status']}: test accuracy {result['test_accuracy']:.4f} "
+           f"on {result['test_n']} images ({result['test_set']}); published {published}{diff}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Digit Reuse Lab command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -476,11 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="every training run: project runs and published reference runs; "
                                     "rename ID TITLE or delete ID one of your own runs")
-    p.add_argument("action", nargs="?", choices=["list", "rename", "delete"], default="list")
+    p.add_argument("action", nargs="?", choices=["list", "rename", "delete", "reproduce"], default="list")
     p.add_argument("id", nargs="?", help="rename, delete: the run's id (`python -m core runs` lists them)")
     p.add_argument("title", nargs="?", help="rename: the new title")
     p.add_argument("--project-only", action="store_true", help="leave out the reference runs")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--background", action="store_true", help="reproduce: queue it as a background job and return")
+    p.add_argument("--max-samples", type=int, help="reproduce: train on at most N images (a quicker look)")
+    p.add_argument("--epochs", type=int, help="reproduce: train this many epochs instead of the published number")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("jobs", help="background training jobs: list, or cancel ID")

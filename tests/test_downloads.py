@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import downloads
+from core import datasets, downloads
 from core.errors import ReadOnlyError
 from tests.conftest import ROOT
 
@@ -258,6 +258,9 @@ def test_an_archive_is_verified_then_unpacked_where_keras_reads_it(server, keras
     result = downloads.fetch("cifar10")
     assert result.extracted and result.verified and fake.present()
     assert Path(result.path) == keras_home / "datasets" / "cifar-10-batches-py-target"
+    train, val = datasets.load_cifar10(validation_fraction=0.2)
+    assert train.images.shape == (80, 32, 32, 3) and len(val) == 20 and train.images.dtype == np.uint8
+    assert datasets.load_cifar10_test().images.shape == (20, 32, 32, 3)
     assert not downloads.fetch("cifar10").extracted  # already unpacked: nothing to do
     assert [p for p in (keras_home / "datasets").iterdir() if p.name.startswith(".")] == []
 
