@@ -104,5 +104,5 @@ def test_an_adaptation_job_runs_in_the_queue_and_its_result_is_kept(quick):
 def test_ten_labels_per_class_lift_scikit_learn_digits_above_zero_shot():
     """The real settings, one seed: k=10 must beat zero-shot clearly (the README's figures use 3 seeds)."""
     r = adaptation.adapt(load_sklearn_digits(), shots=[10], seeds=1, strategies=["fine-tune"])
-    assert r.results[0]["accuracy"] >= 0.975 > r.zero_shot
+    assert r.results[0]["accuracy"] >= r.zero_shot + 0.02  # measured: 94.1 % -> 97.6 to 98.3 % over 3 seeds
     assert r.results[0]["mnist_accuracy"] >= r.zero_shot_mnist - 0.01  # replay: MNIST is not forgotten
