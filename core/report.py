@@ -527,7 +527,8 @@ def build_html(ev: Evaluation, images, comparison: dict[str, Evaluation] | None 
                  f"No threshold reaches {pct(a['target_accuracy'])} accuracy: every digit needs a person's check.")
     css = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-           ".kv th{text-align:left;background:#f6f6f6}.kv td{text-align:left;word-break:break-all}"
+           "td{white-space:nowrap}"
+           ".kv th{text-align:left;background:#f6f6f6}.kv td{text-align:left;white-space:normal;word-break:break-all}"
            ".wide{max-width:100%;overflow-x:auto}.weak{background:#fdd;font-weight:bold}"
            ".verdict{background:#f3f7fb;border-left:4px solid #1f77b4;padding:.5em 1.5em}"
            ".tiles{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;font-size:12px;max-width:130px}"

@@ -8,6 +8,7 @@ attribute: inline SVG in HTML5 needs none, and the report holds no URL at all.
 from __future__ import annotations
 
 import html
+import math
 from typing import Sequence
 
 #: Matplotlib's/plotly's "tab10": distinct for ten series, the colours readers know from other tools.
@@ -26,14 +27,23 @@ def _open(width: int, height: int, title: str) -> list[str]:
             f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-weight="bold">{_esc(title)}</text>']
 
 
+def nice_ticks(low: float, high: float, most: int = 7) -> list[float]:
+    """Round tick values (steps of 1, 2, 2.5 or 5 points and their tens) from low to high, at most `most`."""
+    span = max(high - low, 1e-9)
+    step = next((s for s in (0.001, 0.002, 0.005, 0.01, 0.02, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0)
+                 if span / s <= most - 1), 1.0)
+    first = round(math.ceil(low / step - 1e-9) * step, 6)  # the first multiple of step at or above low
+    return [round(first + k * step, 6) for k in range(int((high - first) / step + 1e-9) + 1)]
+
+
 def _percent_axis(parts: list[str], left: float, top: float, w: float, h: float, y_min: float = 0.0,
-                  y_max: float = 1.0, ticks: int = 5, label: str = "") -> None:
-    """Horizontal grid lines with percent labels on the left, and the y-axis title."""
-    for i in range(ticks + 1):
-        v = y_min + (y_max - y_min) * i / ticks
-        y = top + h - h * i / ticks
+                  y_max: float = 1.0, label: str = "") -> None:
+    """Horizontal grid lines at round percentages, labelled on the left, and the y-axis title."""
+    for v in nice_ticks(y_min, y_max):
+        y = top + h - h * (v - y_min) / ((y_max - y_min) or 1)
+        digits = 0 if abs(v * 100 - round(v * 100)) < 1e-6 else 1
         parts.append(f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{left + w:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{left - 6:.1f}" y="{y + 4:.1f}" text-anchor="end">{v * 100:.0f} %</text>')
+        parts.append(f'<text x="{left - 6:.1f}" y="{y + 4:.1f}" text-anchor="end">{v * 100:.{digits}f} %</text>')
     if label:
         parts.append(f'<text transform="translate(12,{top + h / 2:.0f}) rotate(-90)" text-anchor="middle">'
                      f'{_esc(label)}</text>')
@@ -125,7 +135,7 @@ def line_chart(lines: Sequence[dict], title: str, x_label: str = "", y_label: st
     `lines`: dicts with `name`, `x`, `y` and optionally `low`, `high` (a shaded band), `dash`, `color`.
     `hlines`: horizontal reference lines (a target, zero-shot accuracy); `points`: labelled markers.
     """
-    left, right, top, bottom = 56, 14, 44, 42
+    left, right, top, bottom = 56, 24, 44, 42
     w, h = width - left - right, height - top - bottom
     (x0, x1), (y0, y1) = x_range, y_range
     sx = lambda v: left + (float(v) - x0) / ((x1 - x0) or 1) * w  # noqa: E731

@@ -133,6 +133,11 @@ def dataset_token(name: str, dataset: Dataset) -> str:
     return fingerprint(dataset.images, dataset.labels)[:12]
 
 
+def csv_download(label: str, frame: pd.DataFrame, file_name: str, key: str, index: bool = False) -> None:
+    """A CSV download made only when clicked (nothing sent with every rerun) and that reruns nothing."""
+    st.download_button(label, lambda: frame.to_csv(index=index), file_name, "text/csv", key=key, on_click="ignore")
+
+
 def home() -> str:
     return str(config.data_home())
 
@@ -264,8 +269,8 @@ def confusion_view(ctx: Context) -> None:
         st.plotly_chart(confusion_figure(cm, shown, normalise, (st.session_state[t_key], st.session_state[p_key])),
                         key=chart_key, on_select=functools.partial(_on_click, chart_key, ctx.token),
                         selection_mode="points", config={"displayModeBar": False})
-        st.download_button("Download confusion matrix (CSV)", report.confusion_frame(ev, normalise).to_csv(),
-                           f"confusion-{ev.target}-{ctx.method}.csv", "text/csv", key="dl_cm")
+        csv_download("Download confusion matrix (CSV)", report.confusion_frame(ev, normalise),
+                     f"confusion-{ev.target}-{ctx.method}.csv", "dl_cm", index=True)
     with right:
         st.markdown("**Images behind a cell**")
         st.caption("Click a cell of the matrix, or choose it here.")
@@ -315,8 +320,7 @@ def per_digit_view(ctx: Context) -> None:
     st.markdown("**TP, TN, FP, FN per digit** (each row sums to the data set size; most errors highlighted)")
     counts = per[report.COUNT_COLUMNS]
     st.dataframe(counts.style.highlight_max(subset=["fp", "fn"], color="#fdd"), hide_index=True, width="stretch")
-    st.download_button("Download TP/TN/FP/FN (CSV)", counts.to_csv(index=False),
-                       f"per-digit-counts-{ev.target}-{ctx.method}.csv", "text/csv", key="dl_counts")
+    csv_download("Download TP/TN/FP/FN (CSV)", counts, f"per-digit-counts-{ev.target}-{ctx.method}.csv", "dl_counts")
     st.markdown("**Accuracy, recall, precision, F1 per digit**, recall and precision with their 95 % Wilson "
                 "interval (weakest highlighted)")
     rates = report.rates_frame(ctx.summary["per_digit"])
@@ -325,8 +329,8 @@ def per_digit_view(ctx: Context) -> None:
                  hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="percent")
                                 for c in shares})
-    st.download_button("Download per-digit metrics (CSV)", rates.to_csv(index=False),
-                       f"per-digit-metrics-{ev.target}-{ctx.method}.csv", "text/csv", key="dl_rates")
+    csv_download("Download per-digit metrics (CSV)", rates, f"per-digit-metrics-{ev.target}-{ctx.method}.csv",
+                 "dl_rates")
 
 
 # --- automation ------------------------------------------------------------------------------------------------
@@ -375,8 +379,8 @@ def automation_view(ctx: Context) -> None:
             "accuracy low", format="percent"), "accuracy_high": st.column_config.NumberColumn(
             "accuracy high", format="percent"), "threshold": st.column_config.NumberColumn(format="%.3f")})
     curve = pd.DataFrame(s["coverage"])
-    st.download_button("Download risk-coverage (CSV)", curve.to_csv(index=False),
-                       f"risk-coverage-{ctx.ev.target}-{ctx.method}.csv", "text/csv", key="dl_coverage")
+    csv_download("Download risk-coverage (CSV)", curve, f"risk-coverage-{ctx.ev.target}-{ctx.method}.csv",
+                 "dl_coverage")
 
 
 # --- methods compared ------------------------------------------------------------------------------------------
@@ -425,8 +429,7 @@ def methods_view(ctx: Context) -> None:
     st.plotly_chart(fig, key="recall_methods", config={"displayModeBar": False})
     st.caption("`naive` keeps dark ink on white: the model answers one or two digits for nearly everything, so "
                "their recall is high and every other digit's is near zero.")
-    st.download_button("Download comparison (CSV)", comp.to_csv(index=False), f"methods-{ctx.ev.target}.csv",
-                       "text/csv", key="dl_methods")
+    csv_download("Download comparison (CSV)", comp, f"methods-{ctx.ev.target}.csv", "dl_methods")
 
 
 # --- numbers ---------------------------------------------------------------------------------------------------
