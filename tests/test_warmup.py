@@ -4,7 +4,6 @@ import sys
 import threading
 
 import cv2
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -149,21 +148,20 @@ def test_a_page_run_on_its_own_starts_no_warmup():
 
 
 def _probe_module(tmp_path, monkeypatch, name):
-    """A module not imported yet, so importing it goes through sys.meta_path (and the warm-up's finder)."""
+    """A module not imported yet: an import statement (or __import__) raises the "import" audit event for it."""
     (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     return name
 
 
 def test_the_warmup_gives_way_to_a_running_page(tmp_path, monkeypatch):
-    import importlib
     import time
 
     monkeypatch.setattr(warmup, "IMPORT_YIELD_S", 60.0)  # so only page_finished can end the pause here
     name = _probe_module(tmp_path, monkeypatch, "warmup_probe_gives_way")
     warmup.page_started()  # this test's thread plays a page being rendered
     try:
-        warmup.start(loader=lambda seconds: (importlib.import_module(name), time.monotonic())[1])
+        warmup.start(loader=lambda seconds: (__import__(name), time.monotonic())[1])
         time.sleep(0.5)
         assert warmup.state() == warmup.RUNNING  # paused before its import
         released = time.monotonic()
@@ -175,13 +173,11 @@ def test_the_warmup_gives_way_to_a_running_page(tmp_path, monkeypatch):
 
 
 def test_a_page_waiting_for_the_warmup_does_not_hold_it_back(tmp_path, monkeypatch):
-    import importlib
-
     monkeypatch.setattr(warmup, "IMPORT_YIELD_S", 60.0)
     name = _probe_module(tmp_path, monkeypatch, "warmup_probe_waiting")
     warmup.page_started()
     try:
-        warmup.start(loader=lambda seconds: importlib.import_module(name))
+        warmup.start(loader=lambda seconds: __import__(name))
         assert warmup.wait(30) is not None  # the page waits (the Draw page's first prediction): no pause
         assert warmup._pages_running()  # and runs again afterwards
     finally:
@@ -194,3 +190,22 @@ def test_a_page_thread_that_died_does_not_hold_the_warmup_back():
     t.start()
     t.join()
     assert not warmup._pages_running()
+
+
+def test_a_page_can_import_while_the_warmup_gives_way(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(warmup, "IMPORT_YIELD_S", 60.0)
+    held_back = _probe_module(tmp_path, monkeypatch, "warmup_probe_held_back")
+    pages_own = _probe_module(tmp_path, monkeypatch, "warmup_probe_pages_own")
+    warmup.page_started()
+    try:
+        warmup.start(loader=lambda seconds: __import__(held_back))
+        time.sleep(0.3)  # the thread now pauses before its import
+        t0 = time.monotonic()
+        __import__(pages_own)  # the page's own import is not held up by that pause
+        assert time.monotonic() - t0 < 5
+        assert warmup.state() == warmup.RUNNING
+    finally:
+        warmup.page_finished()
+    assert warmup.wait(30) is not None

@@ -13,7 +13,7 @@ nowhere. So this module does not import streamlit at all; the registry is a plai
 The warm-up gives way to pages: importing TensorFlow holds Python's GIL most of the time, so a page rendered
 meanwhile ran two to three times slower (measured: a page-like loop 0.5 s alone, 0.7-1.9 s during the import).
 app.py marks each script run (`page_started` / `page_finished`); while one runs, the thread pauses before each
-module it imports (at most IMPORT_YIELD_S each) and between its steps. A page blocked on an import lock the
+module it imports (at most IMPORT_YIELD_S each; an audit hook) and between its steps. A page blocked on an import lock the
 thread holds, or waiting for the warm-up itself, does not count: the thread then goes on at full speed.
 
 A failed warm-up (model file missing, TensorFlow broken) is logged and remembered; pages then load the model
@@ -78,19 +78,19 @@ def _yield_to_pages(limit: float) -> None:
     _state["gave_way"] = _state.get("gave_way", 0.0) + time.monotonic() - start  # only the thread writes it
 
 
-class _GiveWayOnImport:
-    """A finder consulted before the others that finds nothing: in the warm-up thread it pauses while a page
-    runs, so each of TensorFlow's ~4,000 module imports waits its turn. Never removed (removing a finder while
-    another thread walks sys.meta_path could make that thread skip one); after the warm-up it only returns None."""
+def _give_way_on_import(event: str, args: tuple) -> None:
+    """An audit hook: before each module the warm-up thread imports, it pauses while a page runs.
 
-    def find_spec(self, name, path=None, target=None):
+    An audit hook, not a finder on sys.meta_path: the import system calls finders holding its global import
+    lock, so a finder that pauses would stop every other thread's imports too (measured: a page took 45 s).
+    The "import" event (raised for import statements and __import__, not importlib.import_module, which
+    TensorFlow uses for a few lazy modules only) comes before any lock of the module being imported is taken. Audit hooks cannot be
+    removed: after the warm-up it returns at once (one comparison per audited event).
+    """
+    if event == "import" and _state["state"] == RUNNING:
         thread = _state["thread"]
-        if thread is not None and thread.ident == threading.get_ident() and _state["state"] == RUNNING:
+        if thread is not None and thread.ident == threading.get_ident():
             _yield_to_pages(IMPORT_YIELD_S)
-        return None
-
-
-_FINDER = _GiveWayOnImport()
 
 
 def enabled() -> bool:
@@ -161,8 +161,9 @@ def start(loader: Callable[[dict], object] | None = None) -> bool:
         # daemon: a server that stops never waits for TensorFlow to finish importing
         thread = threading.Thread(target=_run, args=(loader or load_reused,), name="digitlab-warmup", daemon=True)
         _state["thread"] = thread
-        if _FINDER not in sys.meta_path:
-            sys.meta_path.insert(0, _FINDER)
+        if not _state.get("hooked"):
+            sys.addaudithook(_give_way_on_import)
+            _state["hooked"] = True
     LOG.info("Model warm-up started in the background.")
     thread.start()
     return True
@@ -210,6 +211,6 @@ def _reset() -> None:
     if thread is not None:
         thread.join(WAIT_LIMIT_S)
     with _lock:
-        _state.update(state=IDLE, predictor=None, error=None, seconds={}, thread=None)
+        _state.update(state=IDLE, predictor=None, error=None, seconds={}, thread=None)  # the hook stays
         _pages.clear()
         _done.clear()
