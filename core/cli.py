@@ -260,6 +260,7 @@ def cmd_jobs(args) -> int:
         return 0
     listed = jobs.list_jobs(start_worker=True)  # queued jobs whose worker died get a new one
     lines = [f"{j.id:>4} {j.shown_status:<10} {j.what:<11} epoch {j.epoch}/{j.epochs}"
+             + (f"  on {j.node}" + (f", {j.device}" if j.device else "") if j.node else "")
              + (f"  error: {j.error.splitlines()[0]}" if j.error else "") for j in listed]
     _print([j.as_dict() for j in listed], args.json, "\n".join(lines) or "no jobs")
     return 0
@@ -522,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs)
 
-    p = sub.add_parser("worker", help="run queued jobs one at a time (started for you by train --background)")
+    p = sub.add_parser("worker", help="run queued jobs one at a time (started for you by train --background); "
+                       "with DIGITLAB_EXECUTOR=ray, send them to the Ray cluster, several at once")
     p.add_argument("--once", action="store_true", help="run at most one job")
     p.set_defaults(func=cmd_worker)
 

@@ -5,6 +5,10 @@ The Streamlit script never trains. `submit` adds a job and starts a worker unles
 `core.training.train` (whose Keras callback writes each epoch to the run folder and here), and exits when
 the queue is empty. Everything lives on disk, so the queue survives restarts of the app and of the worker;
 a job whose worker died is marked failed when anyone next reads the queue.
+
+With `DIGITLAB_EXECUTOR=ray` the worker is a dispatcher that sends each job to a Ray cluster as a task running
+the same body (core.executors); the queue here stays the source of truth. Each job records where it ran
+(`node`, `device`) and how (`executor`).
 """
 from __future__ import annotations
 
@@ -41,13 +45,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     epochs INTEGER NOT NULL DEFAULT 0,
     last_metrics TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    node TEXT,
+    device TEXT,
+    executor TEXT
 )
 """
+#: Columns added after the first release: (name, type), added to an older database when it is opened.
+ADDED_COLUMNS = (("node", "TEXT"), ("device", "TEXT"), ("executor", "TEXT"))
 
 
 def jobs_dir() -> Path:
-    return config.data_home() / "jobs"
+    """The queue's folder: `<data home>/jobs`, or `DIGITLAB_QUEUE_DIR` (a local disk of the app host when the
+    data home is a network share: SQLite's WAL needs every process that opens it on one host)."""
+    queue_dir = os.environ.get("DIGITLAB_QUEUE_DIR", "").strip()
+    return Path(queue_dir) if queue_dir else config.data_home() / "jobs"
 
 
 def _db_path() -> Path:
@@ -77,6 +89,18 @@ def _set_aside(db: Path, reason: str) -> Path:
     return aside
 
 
+def _migrate(con: sqlite3.Connection) -> None:
+    """Add the columns an older queue database lacks (a job's node, device and executor)."""
+    have = {row[1] for row in con.execute("PRAGMA table_info(jobs)").fetchall()}
+    for name, kind in ADDED_COLUMNS:
+        if name not in have:
+            try:
+                con.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as e:  # another process added it between our look and now
+                if "duplicate column" not in str(e):
+                    raise
+
+
 def _open(db: Path) -> sqlite3.Connection:
     con = sqlite3.connect(db, timeout=30, isolation_level=None)
     try:
@@ -89,6 +113,7 @@ def _open(db: Path) -> sqlite3.Connection:
             if result != "ok":
                 raise sqlite3.DatabaseError(f"integrity check: {result}")
             con.execute("SELECT count(*) FROM jobs").fetchone()
+            _migrate(con)
             _checked[str(db)] = inode
         return con
     except BaseException:
@@ -148,6 +173,9 @@ class Job:
     last_metrics: dict | None
     cancel_requested: bool
     error: str | None
+    node: str | None = None  # where it ran: host name ("host (ip)" on a Ray node)
+    device: str | None = None  # what it trained on, as TensorFlow saw it: "CPU (...)" or "GPU (1x ...)"
+    executor: str | None = None  # "local" or "ray" (None: queued, or run before this was recorded)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -190,17 +218,39 @@ def _reconcile(con) -> None:
         message = (f"The worker process stopped unexpectedly: there is no space left on the device that holds "
                    f"{config.data_home()}. Free some space and queue the run again; the epochs it finished are "
                    "kept in the run folder.")
-    for row in con.execute("SELECT id, pid, run_dir FROM jobs WHERE status = 'running'").fetchall():
-        if not pid_alive(row["pid"]):
-            con.execute("UPDATE jobs SET status='failed', finished=?, error=? WHERE id=? AND status='running'",
-                        (time.time(), message, row["id"]))
-            if row["run_dir"] and (Path(row["run_dir"]) / "run.json").exists():
-                from core.runs import RunWriter
+    from core.executors import host_of, this_host
 
+    dispatcher_alive = None
+    for row in con.execute("SELECT id, pid, run_dir, node, executor FROM jobs WHERE status = 'running'").fetchall():
+        if row["executor"] == "ray":
+            # Its task runs on some node of the cluster, under a pid that means nothing here. The dispatcher
+            # that sent it records its outcome; a dispatcher that is gone took its tasks with it (Ray stops
+            # the tasks of a driver that exits).
+            if dispatcher_alive is None:
                 try:
-                    RunWriter(Path(row["run_dir"])).update_info(status="failed", error=message)
-                except DigitLabError:
-                    pass  # the queue says it; a run folder we cannot write must not break the listing
+                    dispatcher_alive = worker_running()
+                except OSError:  # the lock cannot be looked at (read-only folder): do not guess it is gone
+                    dispatcher_alive = True
+            if dispatcher_alive:
+                continue
+            error = ("The Ray dispatcher (the worker process that sent this job to the cluster) stopped "
+                     "unexpectedly, and Ray stopped the job's task with it; the epochs it finished are kept in "
+                     "the run folder.")
+        elif row["node"] and host_of(row["node"]) != this_host():
+            continue  # a worker on another host sharing this queue: its pid cannot be checked from here
+        elif pid_alive(row["pid"]):
+            continue
+        else:
+            error = message
+        con.execute("UPDATE jobs SET status='failed', finished=?, error=? WHERE id=? AND status='running'",
+                    (time.time(), error, row["id"]))
+        if row["run_dir"] and (Path(row["run_dir"]) / "run.json").exists():
+            from core.runs import RunWriter
+
+            try:
+                RunWriter(Path(row["run_dir"])).update_info(status="failed", error=error)
+            except DigitLabError:
+                pass  # the queue says it; a run folder we cannot write must not break the listing
 
 
 def list_jobs(limit: int = 100, start_worker: bool = False) -> list[Job]:
@@ -229,6 +279,7 @@ def submit(cfg, title: str | None = None, start_worker: bool = True) -> Job:
     from core import runs
 
     config.require_writable("queueing training jobs")
+    _check_executor()
     epochs = cfg.epochs + (cfg.fine_tune_epochs if cfg.fine_tunes else 0)
     with _connect() as con:
         run_dir = runs.allocate_run_dir(cfg.architecture)  # its own folder, created now: never shared
@@ -249,6 +300,7 @@ def submit_adaptation(settings: dict, title: str | None = None, start_worker: bo
     from core import adaptation, runs
 
     config.require_writable("queueing adaptation jobs")
+    _check_executor()
     s = dict(settings)
     total = len(s["strategies"]) * len(s["shots"]) * s["seeds"]
     with _connect() as con:
@@ -264,6 +316,13 @@ def submit_adaptation(settings: dict, title: str | None = None, start_worker: bo
     if start_worker:
         ensure_worker()
     return get_job(job_id)
+
+
+def _check_executor() -> None:
+    """Refuse to queue a job that the configured executor could never run (e.g. Ray not installed)."""
+    from core.executors import check_executor
+
+    check_executor()
 
 
 def cancel(job_id: int) -> Job:
@@ -320,20 +379,48 @@ def ensure_worker() -> None:
         raise storage_error(e, jobs_dir(), "start the worker") from None
 
 
-def _claim(con) -> Job | None:
+def _claim(con, executor: str = "local", pick=None) -> Job | None:
+    """Take the oldest queued job (with `pick`, the oldest for which pick(job) is true) and mark it running."""
     con.execute("BEGIN IMMEDIATE")  # two workers can never take the same job
-    row = con.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY id LIMIT 1").fetchone()
-    if row is None:
+    try:
+        if pick is None:
+            row = con.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY id LIMIT 1").fetchone()
+        else:
+            rows = con.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY id").fetchall()
+            row = next((r for r in rows if pick(Job.from_row(r))), None)
+        if row is not None:
+            con.execute("UPDATE jobs SET status='running', started=?, pid=?, executor=? WHERE id=?",
+                        (time.time(), os.getpid(), executor, row["id"]))
         con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    if row is None:
         return None
-    con.execute("UPDATE jobs SET status='running', started=?, pid=? WHERE id=?", (time.time(), os.getpid(), row["id"]))
-    con.execute("COMMIT")
-    return Job.from_row(row)
+    job = Job.from_row(row)
+    job.status, job.executor = "running", executor
+    return job
+
+
+def _fail_queued(job_id: int, message: str) -> None:
+    """Fail a queued job that will never start (the executor cannot place it); its empty run folder goes."""
+    with _connect() as con:
+        row = con.execute("SELECT run_dir FROM jobs WHERE id=?", (job_id,)).fetchone()
+        cur = con.execute("UPDATE jobs SET status='failed', finished=?, error=?, run_dir=NULL "
+                          "WHERE id=? AND status='queued'", (time.time(), message, job_id))
+    if cur.rowcount and row and row["run_dir"]:
+        _remove_unused_run_dir(Path(row["run_dir"]))
 
 
 def run_worker(once: bool = False) -> int:
-    """The worker loop; returns how many jobs it ran. Exits at once if another worker holds the lock."""
+    """The worker loop; returns how many jobs it ran. Exits at once if another worker holds the lock.
+
+    Under DIGITLAB_EXECUTOR=ray it is the dispatcher instead (core.executors.dispatch): same lock, same queue,
+    the jobs run as Ray tasks on the cluster's nodes, several at once.
+    """
     import fcntl
+
+    from core.executors import executor_name
 
     jobs_dir().mkdir(parents=True, exist_ok=True)
     with open(_lock_path(), "a+") as lock:
@@ -341,6 +428,10 @@ def run_worker(once: bool = False) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0
+        if executor_name() == "ray":
+            from core.executors import dispatch
+
+            return dispatch(once=once)
         ran = 0
         while True:
             with _connect() as con:
@@ -378,17 +469,64 @@ def _run_adaptation(job: Job, on_epoch, should_stop) -> str:
     return "done"
 
 
-def _run_job(job: Job) -> None:
+class QueueRecorder:
+    """How a running job reports to the queue: its start (where it runs), each epoch, whether it was cancelled,
+    its outcome. This one writes the SQLite file itself, so it runs on the host that holds the queue: in the
+    local worker, and under Ray in the dispatcher's reporter (core.executors), which tasks on other nodes call
+    (SQLite's WAL works only among processes of one host)."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+
+    def start(self, node: str, pid: int | None = None) -> bool:
+        """Record the node (and a Ray task's own pid and start time). False when the job was cancelled before
+        it started (a Ray task can wait for a node): it is then marked cancelled and its empty folder goes."""
+        with _connect() as con:
+            if pid is not None:  # the pid that runs it on its node (the claim recorded the dispatcher's)
+                con.execute("UPDATE jobs SET node=?, pid=?, started=? WHERE id=?", (node, pid, time.time(), self.job_id))
+            else:
+                con.execute("UPDATE jobs SET node=?, executor=COALESCE(executor, 'local') WHERE id=?",
+                            (node, self.job_id))
+            row = con.execute("SELECT cancel_requested, run_dir FROM jobs WHERE id=?", (self.job_id,)).fetchone()
+            if not row["cancel_requested"]:
+                return True
+            con.execute("UPDATE jobs SET status='cancelled', finished=?, run_dir=NULL WHERE id=?",
+                        (time.time(), self.job_id))
+        if row["run_dir"]:
+            _remove_unused_run_dir(Path(row["run_dir"]))
+        return False
+
+    def device(self, device: str) -> None:
+        with _connect() as con:
+            con.execute("UPDATE jobs SET device=? WHERE id=?", (device, self.job_id))
+
+    def epoch(self, row: dict) -> None:
+        with _connect() as con:
+            con.execute("UPDATE jobs SET epoch=?, last_metrics=? WHERE id=?",
+                        (row["epoch"], json.dumps(row), self.job_id))
+
+    def should_stop(self) -> bool:
+        with _connect() as con:
+            return bool(con.execute("SELECT cancel_requested FROM jobs WHERE id=?", (self.job_id,)).fetchone()[0])
+
+    def finish(self, status: str, error: str | None) -> None:
+        with _connect() as con:
+            con.execute("UPDATE jobs SET status=?, finished=?, error=? WHERE id=?",
+                        (status, time.time(), error, self.job_id))
+
+
+def _run_job(job: Job, executor: str = "local", recorder=None) -> str:
+    """Run one claimed job here (the local worker, or a Ray task on its node) and record its outcome through
+    `recorder` (default: a QueueRecorder writing the queue directly); returns the final status."""
+    from core.executors import device_description, node_name
     from core.training import RunConfig, train
 
-    def on_epoch(row: dict) -> None:
-        with _connect() as con:
-            con.execute("UPDATE jobs SET epoch=?, last_metrics=? WHERE id=?", (row["epoch"], json.dumps(row), job.id))
-
-    def should_stop() -> bool:
-        with _connect() as con:
-            return bool(con.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job.id,)).fetchone()[0])
-
+    rec = recorder or QueueRecorder(job.id)
+    in_ray = executor == "ray"
+    if not rec.start(node_name(in_ray), os.getpid() if in_ray else None):
+        return "cancelled"
+    rec.device(device_description(in_ray))  # imports TensorFlow, which the job needs anyway
+    on_epoch, should_stop = rec.epoch, rec.should_stop
     try:
         if job.config.get("job") == "adapt":
             status, error = _run_adaptation(job, on_epoch, should_stop), None
@@ -408,5 +546,5 @@ def _run_job(job: Job) -> None:
                 RunWriter(Path(job.run_dir)).update_info(status="failed", error=summary)
             except DigitLabError:
                 pass  # e.g. the disk is still full: the queue below keeps the reason
-    with _connect() as con:
-        con.execute("UPDATE jobs SET status=?, finished=?, error=? WHERE id=?", (status, time.time(), error, job.id))
+    rec.finish(status, error)
+    return status
