@@ -86,9 +86,14 @@ def cmd_evaluate(args) -> int:
     _check_target_accuracy(args.target_accuracy)
     dataset = load_target(args.target)
     model_path = resolve_model_path(args.model)  # a file, a run folder or a run id
-    # A factory: a cached evaluation never loads the model, nor TensorFlow.
-    ev = evaluate(_model_factory(model_path), dataset, args.reframing, model_path=model_path,
-                  use_cache=not args.no_cache)
+    if args.shard_size:  # slices as tasks of the executor (DIGITLAB_EXECUTOR=ray: a Ray cluster), merged
+        from core.sharding import evaluate_sharded
+
+        ev = evaluate_sharded(model_path, dataset, args.reframing, shard_size=args.shard_size)
+    else:
+        # A factory: a cached evaluation never loads the model, nor TensorFlow.
+        ev = evaluate(_model_factory(model_path), dataset, args.reframing, model_path=model_path,
+                      use_cache=not args.no_cache)
     for warning in ev.warnings:  # e.g. the cache could not be written: the result stands, the user is told
         print(f"warning: {warning}", file=sys.stderr)
     out = ev.as_dict(args.target_accuracy)
@@ -459,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="recompute instead of reading the evaluation cache")
     p.add_argument("--target-accuracy", type=float, default=0.99,
                    help="the accuracy the automation figure must keep (default 0.99)")
+    p.add_argument("--shard-size", type=int, metavar="N",
+                   help="evaluate in slices of N images, as Ray tasks with DIGITLAB_EXECUTOR=ray (not cached)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 
