@@ -1,6 +1,7 @@
 import streamlit as st
 
-from ui.cache import reused_model_info
+from core.config import REUSED_MODEL_DIR
+from core.runs import read_json
 from ui.nav import ensure_app_navigation
 
 ensure_app_navigation()
@@ -21,6 +22,26 @@ unchanged and puts the effort into the input: single channel, pad to a square, a
 resize to 28x28, invert. Each page here lets you see and measure what that buys.
 """
 )
+
+
+
+def reused_model_info() -> dict:
+    """run.json and metrics.json of the shipped model ({} when missing or unreadable).
+
+    Read here, not through ui.cache: that module imports core.models, hence NumPy and OpenCV, which cost the
+    first page of a fresh server ~1.3 s (profiled) and which this page does not need; the background warm-up
+    imports them right after. Two small files: read on every run, so a retrained model shows at once.
+    """
+    info = {}
+    for name in ("run.json", "metrics.json"):
+        try:
+            info.update(read_json(REUSED_MODEL_DIR / name))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):  # damaged: say the model is missing rather than fail the home page
+            return {}
+    return info
+
 
 info = reused_model_info()
 if "test_accuracy" in info:
