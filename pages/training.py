@@ -213,10 +213,55 @@ def _cancel(job_id: int) -> None:
         st.session_state["cancel_error"] = str(e)
 
 
+def job_card(job: jobs.Job) -> None:
+    """One job: its status, its run's title, then progress and Cancel, its error, or its test accuracy."""
+    run = by_path.get(job.run_dir) if job.run_dir else None
+    if run is None and job.run_dir and job.status in ("done", "cancelled", "failed"):
+        run = load_project_run(Path(job.run_dir))  # finished since the page last read the run store
+    with st.container(border=True):
+        c1, c2 = st.columns([4, 1])
+        status = "cancelling..." if job.shown_status == "cancelling" else job.shown_status
+        c1.markdown(f"**Job {job.id}** · `{status}`")
+        # The run's title when it has one (it may have been renamed), else the job's: plain text, never Markdown.
+        c1.text(run.title if run is not None and run.status != "damaged" else
+                job.title or f"{DISPLAY_NAMES[job.config['architecture']]} ({job.config['architecture']})")
+        if job.status in ("running", "queued"):
+            m = job.last_metrics or {}
+            text = (f"epoch {job.epoch}/{job.epochs}" + (f" · val acc {m['val_accuracy']:.4f}"
+                                                          if m.get("val_accuracy") is not None else ""))
+            c1.progress(job.progress, text=text)
+            if job.shown_status == "cancelling":
+                c1.caption("Cancelling: the run stops after its current epoch; the epochs so far are kept.")
+            if not visitor:  # a callback: the card says "cancelling..." on this very rerun
+                c2.button("Cancel", key=f"cancel_{job.id}", disabled=job.cancel_requested, on_click=_cancel,
+                          args=(job.id,))
+        elif job.status == "failed":
+            c1.error(md_escape((job.error or "failed").splitlines()[0]))
+            if job.error and not visitor:
+                with c1.expander("Error details"):
+                    st.code(job.error)
+        elif job.run_dir is None:
+            c1.caption("Cancelled before it started: no run was created.")
+        elif run is None and not Path(job.run_dir).exists():
+            c1.caption(f"{job.epoch} epochs · its run was deleted")
+        else:
+            accuracy = run.test_accuracy if run is not None else None
+            tested = run.extra.get("metrics", {}).get("test_n") if run is not None else None
+            if accuracy is not None:
+                c1.markdown(f"Test accuracy **{accuracy:.4f}**" + (f" on {tested:,} images" if tested else ""))
+            note = (" · cancelled: its curves are left out of the overlay unless you choose them"
+                    if job.status == "cancelled" else "")
+            c1.caption(f"{job.epoch} epochs · run folder {md_escape(shown_path(job.run_dir))}{note}")
+
+
+ACTIVE = ("queued", "running")
+
+
 @st.fragment(run_every="2s")
 @guarded  # a fragment reruns on its own, outside app.py's guard
-def job_monitor() -> None:
-    st.subheader("Jobs")
+def live_jobs() -> None:
+    """Queued and running jobs, redrawn every two seconds. Finished jobs are drawn once, below, outside this
+    fragment: they change only with a status change, which reruns the whole page anyway."""
     if error := st.session_state.pop("cancel_error", None):
         st.error(md_escape(error))
     listed = jobs.list_jobs(limit=20, start_worker=True)  # queued jobs never wait for a worker that died
@@ -224,51 +269,19 @@ def job_monitor() -> None:
         # A job started, finished, failed or was cancelled: rerun the page, so its run joins the table and
         # the overlay (and the curves go live, or stop polling) without a reload.
         st.rerun(scope="app")
-    for aside in jobs.set_aside_databases()[:1]:
-        st.warning(f"The job database was damaged and was set aside as {md_escape(shown_path(str(aside)))} "
-                   "(kept, not deleted); a fresh queue was started. Delete that file when you no longer need it.")
-    if not listed:
-        st.caption("No jobs yet: queued and running trainings appear here, live.")
-        return
-    by_path = {r.path: r for r in runs.values()}
     for job in listed:
-        run = by_path.get(job.run_dir) if job.run_dir else None
-        if run is None and job.run_dir and job.status in ("done", "cancelled", "failed"):
-            run = load_project_run(Path(job.run_dir))  # finished since the page last read the run store
-        with st.container(border=True):
-            c1, c2 = st.columns([4, 1])
-            status = "cancelling..." if job.shown_status == "cancelling" else job.shown_status
-            c1.markdown(f"**Job {job.id}** · `{status}`")
-            # The run's title when it has one (it may have been renamed), else the job's: plain text, never Markdown.
-            c1.text(run.title if run is not None and run.status != "damaged" else
-                    job.title or f"{DISPLAY_NAMES[job.config['architecture']]} ({job.config['architecture']})")
-            if job.status in ("running", "queued"):
-                m = job.last_metrics or {}
-                text = (f"epoch {job.epoch}/{job.epochs}" + (f" · val acc {m['val_accuracy']:.4f}"
-                                                              if m.get("val_accuracy") is not None else ""))
-                c1.progress(job.progress, text=text)
-                if job.shown_status == "cancelling":
-                    c1.caption("Cancelling: the run stops after its current epoch; the epochs so far are kept.")
-                if not visitor:  # a callback: the card says "cancelling..." on this very rerun
-                    c2.button("Cancel", key=f"cancel_{job.id}", disabled=job.cancel_requested, on_click=_cancel,
-                              args=(job.id,))
-            elif job.status == "failed":
-                c1.error(md_escape((job.error or "failed").splitlines()[0]))
-                if job.error and not visitor:
-                    with c1.expander("Error details"):
-                        st.code(job.error)
-            elif job.run_dir is None:
-                c1.caption("Cancelled before it started: no run was created.")
-            elif run is None and not Path(job.run_dir).exists():
-                c1.caption(f"{job.epoch} epochs · its run was deleted")
-            else:
-                accuracy = run.test_accuracy if run is not None else None
-                tested = (run.extra.get("metrics", {}).get("test_n") if run is not None else None)
-                if accuracy is not None:
-                    c1.markdown(f"Test accuracy **{accuracy:.4f}**" + (f" on {tested:,} images" if tested else ""))
-                note = (" · cancelled: its curves are left out of the overlay unless you choose them"
-                        if job.status == "cancelled" else "")
-                c1.caption(f"{job.epoch} epochs · run folder {md_escape(shown_path(job.run_dir))}{note}")
+        if job.status in ACTIVE:
+            job_card(job)
 
 
-job_monitor()
+st.subheader("Jobs")
+for aside in jobs.set_aside_databases()[:1]:
+    st.warning(f"The job database was damaged and was set aside as {md_escape(shown_path(str(aside)))} "
+               "(kept, not deleted); a fresh queue was started. Delete that file when you no longer need it.")
+by_path = {r.path: r for r in runs.values()}
+live_jobs()
+for job in listed_jobs:
+    if job.status not in ACTIVE:
+        job_card(job)
+if not listed_jobs:
+    st.caption("No jobs yet: queued and running trainings appear here, live.")
