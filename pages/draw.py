@@ -8,6 +8,7 @@ from core.datasets import save_collected
 from core.errors import DigitLabError
 from core.runs import runs_with_models
 from core.images import EXTENSIONS, decode_image
+from core.models import model_identity, reused_model_path, save_uploaded_model
 from core.reframing import DEFAULT_METHOD, METHODS
 from ui import cache, render
 from ui.nav import ensure_app_navigation
@@ -73,6 +74,23 @@ with left:
         st.caption("Black ink on white, like a pen on paper. Undo and redo: the toolbar above the canvas.")
     method = st.radio("Reframing method", METHODS, index=METHODS.index(DEFAULT_METHOD), key="method",
                       format_func=lambda m: f"{m}: {METHOD_HELP[m]}")
+    # The model under test: the shipped one, any finished run (adapted models included) or the user's file.
+    trained = {r.path: r.title for r in runs_with_models() if r.id != "reused-cnn"}
+    model_choice = st.selectbox("Model under test", ["", *trained, "upload"], key="draw_model",
+                                format_func=lambda c: {"": "Shipped reused model (simple CNN)",
+                                                       "upload": "Upload a Keras model (.keras or .h5)"}.get(
+                                    c, trained.get(c, c)))
+    model_path = None
+    if model_choice == "upload":
+        model_file = st.file_uploader("A .keras or .h5 model (safe mode: no Lambda or custom layers)",
+                                      type=["keras", "h5"], key="draw_model_upload")
+        if model_file is not None:
+            try:
+                model_path = str(save_uploaded_model(model_file.getvalue(), model_file.name))
+            except DigitLabError as e:
+                show_error(e)
+    elif model_choice:
+        model_path = str(Path(model_choice) / "model.keras")
 
 with right:
     if image is None:
@@ -84,9 +102,12 @@ with right:
         else:
             st.info("Draw a digit on the canvas (or upload an image) to see it reframed and classified.")
         st.stop()
-    predictor = cache.predictor()
+    if model_choice == "upload" and model_path is None:
+        st.info("Upload a Keras model on the left (one digit image in, 10 classes out), or choose another.")
+        st.stop()
     try:
-        results = {m: cache.classify(predictor, image, m) for m in METHODS}
+        predictor = cache.predictor(model_path)
+        results = {m: cache.classify(predictor, image, m, model_key=model_path or "reused") for m in METHODS}
     except DigitLabError as e:
         show_error(e)
         st.stop()
@@ -97,6 +118,10 @@ with right:
     # The answer first: at 1024x768 it is then in view as soon as the stroke ends.
     st.metric("Predicted digit", chosen.digit, f"{chosen.confidence:.1%} confident", delta_color="off",
               delta_arrow="off")
+    ident = model_identity(model_path or reused_model_path(), predictor.model)
+    st.caption(md_escape(f"Model: {ident['name']} · {ident['params']:,} parameters · input "
+                         f"{tuple(ident['input_shape'])} · SHA-256 {ident['sha256'][:12]} · trained on "
+                         f"{ident['trained_on']}"))
     render.stage_strip(chosen.reframed)
     st.plotly_chart(render.probability_bars(chosen.probabilities), width="stretch", key="proba")
     if read_only():  # a shared server keeps no visitor's drawings

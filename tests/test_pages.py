@@ -363,3 +363,25 @@ def test_my_digits_page_opens_with_the_newest_of_a_large_class_then_shows_all():
     assert len(at.get("image")) == 12 and "The newest 12 of 14." in [c.value for c in at.caption]
     at.toggle(key="all-5").set_value(True).run()
     assert len(at.get("image")) == 14
+
+
+def test_draw_page_model_under_test_can_be_a_run_or_an_uploaded_file(tmp_path):
+    import keras
+
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    captions = " ".join(c.value for c in at.caption)
+    assert "Model: simple\\_cnn" in captions or "Model: simple_cnn" in captions
+    mlp = next(o for o in at.selectbox(key="draw_model").options if "MLP" in o)
+    at.selectbox(key="draw_model").select(mlp).run()
+    assert not at.exception and at.metric[0].value == "1"
+    assert "235,146 parameters" in " ".join(c.value for c in at.caption)
+    inputs = keras.Input((784,))
+    flat = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(inputs), name="flat_user_model")
+    path = tmp_path / "mine.keras"
+    flat.save(path)
+    at.selectbox(key="draw_model").set_value("upload").run()
+    assert "Upload a Keras model on the left" in " ".join(i.value for i in at.info)
+    at.file_uploader(key="draw_model_upload").upload("mine.keras", path.read_bytes(), "application/zip").run()
+    assert not at.exception and not at.error
+    assert "flat" in " ".join(c.value for c in at.caption) and at.metric[0].value in [str(d) for d in range(10)]
