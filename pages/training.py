@@ -145,7 +145,8 @@ def compare() -> None:
     only = st.toggle("Only the settings that differ", False, key="only_differs")
     shown = settings.loc[differs] if only else settings
     st.dataframe(view.highlight_differences(shown), width="stretch", key="settings",
-                 height=35 * (len(shown) + 1) + 3)  # every setting at once: no scrolling inside the table
+                 height=35 * (len(shown) + 1) + 3,  # every setting at once: no scrolling inside the table
+                 column_config={c: st.column_config.TextColumn(width=180) for c in shown.columns})  # 2-5 runs in view
     st.caption(f"Highlighted: the {len(differs)} settings whose values differ between the chosen runs. Reference "
                "runs state only what was published (architecture, data set, epochs, batch size, parameters).")
 
@@ -248,13 +249,17 @@ def job_card(job: jobs.Job) -> None:
             accuracy = run.test_accuracy if run is not None else None
             tested = run.extra.get("metrics", {}).get("test_n") if run is not None else None
             if accuracy is not None:
-                c1.markdown(f"Test accuracy **{accuracy:.4f}**" + (f" on {tested:,} images" if tested else ""))
+                c1.markdown(f"Test accuracy **{accuracy:.4f}**" + (f" on {tested:,} images" if tested else "")
+                            + f" · {job.epoch} epochs")
             note = (" · cancelled: its curves are left out of the overlay unless you choose them"
                     if job.status == "cancelled" else "")
-            c1.caption(f"{job.epoch} epochs · run folder {md_escape(shown_path(job.run_dir))}{note}")
+            c1.caption(("" if accuracy is not None else f"{job.epoch} epochs · ")
+                       + f"run folder {md_escape(shown_path(job.run_dir))}{note}")
 
 
 ACTIVE = ("queued", "running")
+#: Finished jobs shown as cards; older ones are folded away (the queue keeps the last 20).
+RECENT_JOBS = 5
 
 
 @st.fragment(run_every="2s")
@@ -280,8 +285,11 @@ for aside in jobs.set_aside_databases()[:1]:
                "(kept, not deleted); a fresh queue was started. Delete that file when you no longer need it.")
 by_path = {r.path: r for r in runs.values()}
 live_jobs()
-for job in listed_jobs:
-    if job.status not in ACTIVE:
+finished = [job for job in listed_jobs if job.status not in ACTIVE]
+for job in finished[:RECENT_JOBS]:
+    job_card(job)
+if finished[RECENT_JOBS:] and st.toggle(f"Show {len(finished) - RECENT_JOBS} older jobs", key="older_jobs"):
+    for job in finished[RECENT_JOBS:]:  # a toggle, not an expander: a failed job's card holds an expander
         job_card(job)
 if not listed_jobs:
     st.caption("No jobs yet: queued and running trainings appear here, live.")

@@ -344,3 +344,13 @@ def test_a_job_whose_run_was_deleted_says_so():
     runs.delete_run(os.path.basename(job.run_dir))
     at = page()
     assert any("its run was deleted" in c.value for c in at.caption)
+
+
+def test_older_finished_jobs_are_folded_away():
+    for _ in range(7):
+        finished_job()
+    at = page()
+    assert sum("Test accuracy **0.8765**" in m.value for m in at.markdown) == 5
+    at.toggle(key="older_jobs").set_value(True).run()
+    assert at.toggle(key="older_jobs").label == "Show 2 older jobs"
+    assert sum("Test accuracy **0.8765**" in m.value for m in at.markdown) == 7
