@@ -18,7 +18,8 @@ SHIPPED_RUNS_DIR = MODELS_DIR / "runs"
 
 def data_home() -> Path:
     """User data (own runs, job queue, collected digits, caches): never tracked by git."""
-    return Path(os.environ.get("DIGITLAB_HOME", ROOT / ".digitlab"))
+    # An empty DIGITLAB_HOME counts as unset: Path("") is the working directory, never meant as a data home.
+    return Path(os.environ.get("DIGITLAB_HOME") or ROOT / ".digitlab")
 
 
 def mnist_test_dir() -> Path:

@@ -33,8 +33,11 @@ def warm_cache(tmp_path_factory):
     os.environ["DIGITLAB_HOME"] = str(home)
     try:
         compare_methods(Predictor.load(), load_sklearn_digits())
-    finally:
-        os.environ["DIGITLAB_HOME"] = old or ""
+    finally:  # put it back as it was: an empty value would send later writes to the working directory
+        if old is None:
+            del os.environ["DIGITLAB_HOME"]
+        else:
+            os.environ["DIGITLAB_HOME"] = old
     return home / "cache" / "evaluations"
 
 
