@@ -302,7 +302,13 @@ def _fetch_file(res: Resource, f: RemoteFile, progress, timeout: float, force: b
                 _write_sidecar(dest, digest["sha256"])
             return FileResult(str(dest), dest.stat().st_size, digest["sha256"], f.checksum is not None,
                               f.checksum_text, downloaded=False)
-        # A copy whose checksum does not match (truncated, outdated, damaged): fetched again, as Keras does.
+        # A copy whose checksum does not match (truncated, outdated, damaged): fetched again, as Keras does;
+        # if that fails too, the user learns that the copy they may have put there is not the right file.
+        try:
+            return _download(res, f, progress, timeout)
+        except DownloadError as e:
+            raise type(e)(f"{dest} is there but is not the file Keras publishes ({f.algorithm} "
+                          f"{digest[f.algorithm]}, expected {f.checksum}); fetching it again failed. {e}") from None
     return _download(res, f, progress, timeout)
 
 

@@ -213,6 +213,15 @@ def plans() -> list[Plan]:
     return [plan(i) for i in _references()]
 
 
+def reproductions(reference_id: str) -> list:
+    """The project runs (core.runs.RunInfo, any status) that record `reproduces: <reference_id>`, newest last:
+    the runs a page offers to overlay on the published curve."""
+    from core.runs import list_runs
+
+    return [r for r in list_runs(include_reference=False) if r.kind == "project"
+            and r.extra.get("info", {}).get("reproduces") == reference_id]
+
+
 def queue(reference_id: str, start_worker: bool = True, **overrides):
     """Queue the reproduction as a background job titled "Reproduction of <title>"; returns the core.jobs.Job.
 

@@ -140,6 +140,16 @@ def test_a_damaged_copy_in_the_cache_is_fetched_again(server, keras_home, monkey
     assert result.files[0].downloaded and (keras_home / "datasets" / "d.npz").read_bytes() == body
 
 
+def test_a_wrong_copy_offline_says_it_is_the_wrong_file(keras_home, monkeypatch):
+    url = "http://nonexistent.invalid/w.h5"
+    _table(monkeypatch, _resource("w", [downloads.RemoteFile("models/w.h5", url, "0" * 32, "md5")]))
+    (keras_home / "models").mkdir(parents=True)
+    (keras_home / "models" / "w.h5").write_bytes(b"not the weights")
+    with pytest.raises(downloads.OfflineError, match="(?s)is there but is not the file Keras publishes.*looks offline"):
+        downloads.fetch("w", timeout=3.0)
+    assert (keras_home / "models" / "w.h5").read_bytes() == b"not the weights"  # left for the user to replace
+
+
 def test_without_a_published_checksum_the_sha256_is_recorded_and_said(server, keras_home, monkeypatch):
     body = os.urandom(10_000)
     server.files["m.h5"] = (body, "ok")

@@ -215,6 +215,7 @@ def test_a_reproduction_records_what_it_reproduces_and_compares_on_the_same_axes
     assert acc["published"] == 0.91 and acc["difference"] == pytest.approx(result["test_accuracy"] - 0.91, abs=1e-4)
     assert cmp["warnings"] == []
     assert any("max_samples" in d for d in cmp["differences"]) and any("epochs" in d for d in cmp["differences"])
+    assert [r.id for r in reproduce.reproductions("prac2-fashion-cnn-simple")] == [result["id"]]
     other = reproduce.comparison("ut3-cifar10-cnn-simple", result["id"])  # not what it reproduces: said
     assert any("does not record" in w for w in other["warnings"]) and any("fashion-mnist" in w for w in other["warnings"])
 
