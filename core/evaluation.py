@@ -194,9 +194,9 @@ def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_pa
     y_pred = np.full(n, BLANK, np.int64)
     proba = np.zeros((n, 10), np.float32)
     unreadable: list[str] = []
-    # About ten chunks, so a progress bar moves all the way even for 1,797 images; never below 256 images (a
-    # call's fixed cost) nor above 2048 (memory), which keeps the 14,000-image benchmark's throughput.
-    chunk = int(np.clip(np.ceil(n / 10), 256, 2048))
+    # About twenty chunks, so a progress bar moves at least every second or so, even for 1,797 images; never
+    # below 256 images (a call's fixed cost) nor above 2048 (memory).
+    chunk = int(np.clip(np.ceil(n / 20), 256, 2048))
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         X, blank, failed = _reframe_chunk(dataset.images[start:stop], method)
