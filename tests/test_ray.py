@@ -37,11 +37,15 @@ def offline(tmp_path, monkeypatch):
 def cluster():
     """One local Ray instance for the module: 2 CPUs, so two 1-CPU jobs can run at once."""
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements-cluster.txt)")
+    saved_env = dict(os.environ)
     # The project's code travels to the workers as it would to a remote cluster.
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
              runtime_env={"working_dir": str(ROOT), "excludes": executors.CODE_EXCLUDES})
     yield ray
     ray.shutdown()
+    # ray.init leaves PYTHONBREAKPOINT and RAY_AUTH_MODE set: later tests' subprocesses must not inherit them.
+    os.environ.clear()
+    os.environ.update(saved_env)
 
 
 @pytest.fixture
