@@ -474,7 +474,8 @@ def load_folder(root: str | Path, name: str | None = None, display: str | None =
     if not images:
         raise nothing_readable(display, "digit images in folders 0..9", skipped)
     label = name or root.name
-    return Dataset(label, images, labels, f"{len(images)} images from folders 0..9 of {label}", names, skipped)
+    return Dataset(label, images, labels, f"{_count(len(images), 'image')} from folders 0..9 of {label}", names,
+                   skipped)
 
 
 def _unsafe_member(name: str) -> str | None:
@@ -697,7 +698,8 @@ def load_zip(data: bytes, name: str = "upload.zip") -> Dataset:
     skipped = unsafe + skipped
     if not images:
         raise nothing_readable(name, "digit images in folders 0..9", skipped)
-    return Dataset(Path(name).stem, images, labels, f"{len(images)} images from folders 0..9 of the upload {name}",
+    return Dataset(Path(name).stem, images, labels,
+                   f"{_count(len(images), 'image')} from folders 0..9 of the upload {name}",
                    names, skipped, warnings)
 
 
@@ -731,6 +733,11 @@ def save_collected(image: np.ndarray, label: int) -> Path:
     return path
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 image', '2 images': counts shown to users read as English."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def load_target(target: str) -> Dataset:
     """A target data set by name (sklearn-digits, mnist-test, collected) or by path (a folder or a .zip)."""
     from core.errors import InvalidOptionError
@@ -743,7 +750,7 @@ def load_target(target: str) -> Dataset:
         if not collected_dir().is_dir():
             raise DatasetError("No collected digits yet: draw digits on the Draw page and save them with a label.")
         ds = load_folder(collected_dir(), name="collected")
-        ds.provenance = f"{len(ds)} digits drawn and labelled on the Draw page"
+        ds.provenance = f"{_count(len(ds), 'digit')} drawn and labelled on the Draw page"
         return ds
     from core.images import failure_reason
 
