@@ -40,7 +40,8 @@ Server B (fresh process, same DIGITLAB_HOME, so the Report's evaluations are alr
 browser session:
 - report cold: from `page.goto(<root>/report)` (a deep link, the server's first page) to the Accuracy metric
   being visible.
-- report warm: the same from a second new tab on that server (a fully cached Report).
+- report warm: the same from a second new tab on that server (a fully cached Report). The warm-up started
+  when the cold Report had run, so this page shares the machine with it (and, here, the browser does too).
 
 Server C (fresh, empty DIGITLAB_HOME):
 - canvas visible: from `page.goto(<root>/draw)` to the canvas being visible (information: no baseline).
@@ -267,22 +268,25 @@ def _radio(page, group: str, option: str):
     return radio.get_by_text(option, exact=True).first
 
 
-def _first_evaluation(page, timeout: float = 150) -> tuple[float, float, int]:
-    """Choose MNIST test on the Report; (longest no-progress stretch, total, number of progress changes)."""
+def _first_evaluation(page, timeout: float = 150) -> tuple[float, float, int, str]:
+    """Choose MNIST test on the Report: (longest no-progress stretch, total, progress changes, where that was)."""
     accuracy = _metric(page, "Accuracy")
     before = accuracy.inner_text()
     t0 = _choose(page, "Data set", "MNIST test")
-    changes, last_reading, deadline = [t0], page.evaluate(PROGRESS_JS), t0 + timeout
+    changes = [(t0, page.evaluate(PROGRESS_JS))]  # (time, the bars' reading from then on)
+    deadline = t0 + timeout
     while time.perf_counter() < deadline:
         time.sleep(0.2)
         now, reading = time.perf_counter(), page.evaluate(PROGRESS_JS)
-        if reading != last_reading:
-            changes.append(now)
-            last_reading = reading
+        if reading != changes[-1][1]:
+            changes.append((now, reading))
         if not reading and not page.evaluate(RUNNING_JS) and accuracy.is_visible() and accuracy.inner_text() != before:
-            changes.append(now)
-            gaps = [b - a for a, b in zip(changes, changes[1:])]
-            return max(gaps), now - t0, len(changes) - 2
+            changes.append((now, "(done)"))
+            gaps = [(b[0] - a[0], a, b) for a, b in zip(changes, changes[1:])]
+            gap, (a_t, a_read), (b_t, b_read) = max(gaps, key=lambda g: g[0])
+            where = (f"{a_t - t0:.1f}-{b_t - t0:.1f} s after the choice, the bars reading "
+                     f"{(a_read or '(none)')[:70]!r} until {(b_read or '(none)')[:70]!r}")
+            return gap, now - t0, len(changes) - 2, where
     raise TimeoutError(f"the MNIST-test evaluation did not finish in {timeout:.0f} s")
 
 
@@ -333,7 +337,8 @@ def run_once(browser, think: float | str, log, compare: bool = False) -> tuple[d
             page.evaluate(OBSERVE_JS)
             _settled(page, 800, 120)
             try:
-                out["eval_gap"], out["eval_total"], notes["progress_changes"] = _first_evaluation(page)
+                (out["eval_gap"], out["eval_total"], notes["progress_changes"],
+                 notes["longest_without_progress"]) = _first_evaluation(page)
                 log(f"  server A: first MNIST-test evaluation {out['eval_total']:.1f} s, "
                     f"longest without progress {out['eval_gap']:.2f} s")
             except Skipped as e:
@@ -379,6 +384,7 @@ def run_once(browser, think: float | str, log, compare: bool = False) -> tuple[d
                 _metric(page, "Accuracy").wait_for(timeout=150_000)
                 out[key] = time.perf_counter() - t0
                 ctx.close()
+            notes["warmup_B"] = srv.warmup_seconds()  # started by the cold Report: it runs during the warm one
             log(f"  server B: report cold {out['report_cold']:.2f} s, warm {out['report_warm']:.2f} s")
 
         with server(home_c, "C") as srv:
@@ -516,10 +522,11 @@ def main(argv=None) -> int:
 
 
 def _print_notes(notes: dict) -> None:
-    for key in ("warmup_A", "warmup_C"):
+    for key in ("warmup_A", "warmup_B", "warmup_C"):
         if key in notes:
             s, detail = notes[key]
-            where = "A (started by Home)" if key == "warmup_A" else "C (started by the Draw page)"
+            where = {"warmup_A": "A (started by Home)", "warmup_B": "B (started by the cold Report; at the warm one)",
+                     "warmup_C": "C (started by the Draw page)"}[key]
             print(f"  warm-up on server {where}: " + (f"{s:.1f} s ({detail})" if s is not None else detail))
     if "think" in notes:
         print(f"  teacher's stroke {notes['think']:.1f} s after Home opened; warm-up finished before it: "
@@ -534,7 +541,8 @@ def _print_notes(notes: dict) -> None:
     if "control_changes" in notes:
         print("  control changes: " + ", ".join(f"{k} {v:.2f} s" for k, v in notes["control_changes"].items()))
     if "progress_changes" in notes:
-        print(f"  first evaluation: {notes['progress_changes']} visible progress changes")
+        print(f"  first evaluation: {notes['progress_changes']} visible progress changes; the longest stretch "
+              f"without one: {notes['longest_without_progress']}")
     for key in ("eval", "radio"):
         if key in notes:
             print(f"  {key}: {notes[key]}")
