@@ -50,11 +50,11 @@ else:
     if target == "upload":
         upload = st.file_uploader("A .zip of images in folders 0..9", type=["zip"], key="adapt_zip")
     with st.form("adapt_form"):
-        a, b = st.columns(2)
-        shots = a.multiselect("Labelled images per class (k)", [1, 2, 5, 10, 20, 50, 100],
+        # Full width: at 1024 px a half-width picker hides its last values (a teacher must see what is queued).
+        shots = st.multiselect("Labelled images per class (k)", [1, 2, 5, 10, 20, 50, 100],
                               default=list(adaptation.DEFAULT_SHOTS), key="adapt_shots",
                               help="Values the target set cannot give (too few images in a class) are skipped.")
-        strategies = b.multiselect("Strategies", adaptation.STRATEGIES, default=list(adaptation.STRATEGIES),
+        strategies = st.multiselect("Strategies", adaptation.STRATEGIES, default=list(adaptation.STRATEGIES),
                                    key="adapt_strategies")
         a, b, c = st.columns(3)
         seeds = a.slider("Seeds per (strategy, k)", 1, 5, 3, key="adapt_seeds")

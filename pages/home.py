@@ -46,16 +46,24 @@ def reused_model_info() -> dict:
 info = reused_model_info()
 if "test_accuracy" in info:
     c1, c2, c3 = st.columns(3)
-    c1.metric("Reused model: MNIST test accuracy", f"{info['test_accuracy']:.2%}", help=info.get("test_set", ""))
+    c1.metric("MNIST test accuracy", f"{info['test_accuracy']:.2%}", help=info.get("test_set", ""))
     c2.metric("Trainable parameters", f"{info['trainable_params']:,}")
     c3.metric("Trained on", f"{info['data']['train']['n']:,} digits", help=info["data"]["train"]["provenance"])
 else:
     st.warning("The reused model is missing from models/reused-cnn; see the README to train it.")
 
 st.subheader("Pages")
-st.page_link("pages/draw.py", label="Draw & Reframe: draw or upload a digit, see every reframing stage",
-             icon=":material/draw:")
-st.page_link("pages/report.py", label="Reused-model report: accuracy, confusion matrix and per-digit tables on a "
-             "target data set, numbers of several digits, HTML export", icon=":material/table_chart:")
-st.page_link("pages/training.py", label="Training Runs: MLP, CNN, VGG16 and MobileNetV2 trained in the background, "
-             "compared with published runs", icon=":material/monitoring:")
+# Short link labels (a page link never wraps: long ones are cut at 1024 px), then what the page does.
+PAGES = [
+    ("pages/draw.py", "Draw & Reframe", ":material/draw:", "draw or upload a digit; every reframing stage"),
+    ("pages/report.py", "Reused-model report", ":material/table_chart:",
+     "accuracy with its interval, confusion matrix, automation, a stakeholder report"),
+    ("pages/shift.py", "Domain shift", ":material/compare_arrows:", "what differs between MNIST and your digits"),
+    ("pages/adapt.py", "Few-shot adaptation", ":material/model_training:", "what k labels per class buy"),
+    ("pages/my_digits.py", "My digits", ":material/collections:", "the digits you drew and labelled"),
+    ("pages/training.py", "Training Runs", ":material/monitoring:", "MLP, CNN, VGG16, MobileNetV2 and published runs"),
+]
+for path, title, icon, what in PAGES:
+    link, text = st.columns([1, 2], vertical_alignment="center")
+    link.page_link(path, label=title, icon=icon)
+    text.caption(what)

@@ -19,7 +19,7 @@ def test_app_opens_on_home_with_links():
     assert at.title[0].value == "Digit Reuse Lab"
     text = " ".join(m.value for m in at.markdown)
     assert "domain shift" in text and "reframing" in text.lower()
-    assert at.metric[0].label == "Reused model: MNIST test accuracy"
+    assert at.metric[0].label == "MNIST test accuracy"
 
 
 def test_draw_page_starts_with_a_hint_and_no_prediction():

@@ -136,7 +136,7 @@ def test_app_renders_home_and_starts_the_warmup_once(monkeypatch):
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
     assert not at.exception
     assert at.title[0].value == "Digit Reuse Lab"
-    assert at.metric[0].label == "Reused model: MNIST test accuracy"
+    assert at.metric[0].label == "MNIST test accuracy"
     at.run()  # every page load calls start(); only the first starts a thread
     assert len(started) == 2 and warmup.wait(30) == "warm"
 
