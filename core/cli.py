@@ -595,6 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `python -m core runs | head`: the reader has gone, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python docs' recipe: no shutdown noise
+        return 141
     except Exception as e:  # a bug or an unforeseen fault: no traceback for the user, all of it in the log
         log = _log_traceback()
         _report_error(args, f"unexpected {type(e).__name__}: {e}" + (f" (details in {log})" if log else ""))
