@@ -49,7 +49,8 @@ Server C (fresh, empty DIGITLAB_HOME):
   mouse-up to "Predicted digit" visible. It includes whatever is left of the warm-up.
 
 With --compare, server D (fresh, empty DIGITLAB_HOME, DIGITLAB_WARMUP=0: the behaviour before the warm-up)
-repeats server A's Home, Training Runs and first prediction (teacher pace), for ratios within one run.
+repeats server A's Home, Training Runs and first prediction (teacher pace), and server E (likewise) server C's
+first prediction drawn at once, for ratios within one run.
 
 Information lines: the warm-up's own duration on servers A and C, from the server's log ("Model warm-up ready
 in ... s"), and the commit measured (with "+ uncommitted changes" when the work tree differs).
@@ -316,6 +317,22 @@ def _teacher(srv: Server, page, think: float | str) -> dict:
     return out
 
 
+def _drawn_at_once(browser, home: Path, label: str, env: dict | None = None) -> tuple[float, float, bool, tuple]:
+    """A fresh server's /draw, a stroke as soon as the canvas shows: (canvas s, prediction s, spinner, warm-up)."""
+    with server(home, label, env) as srv:
+        ctx = browser.new_context(viewport=VIEWPORT)
+        page = ctx.new_page()
+        t0 = time.perf_counter()
+        page.goto(f"{srv.url}/draw", timeout=90_000)
+        page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=90_000)
+        canvas = time.perf_counter() - t0
+        prediction, waited = _wait_prediction(page, _stroke(page))
+        if not env:
+            srv.wait_warmup(60)
+        ctx.close()
+        return canvas, prediction, waited, srv.warmup_seconds()
+
+
 def run_once(browser, think: float | str, log, compare: bool = False) -> tuple[dict, dict]:
     """One full measurement (three fresh servers, four with `compare`); the figures and notes."""
     out, notes = {}, {}
@@ -387,20 +404,10 @@ def run_once(browser, think: float | str, log, compare: bool = False) -> tuple[d
             notes["warmup_B"] = srv.warmup_seconds()  # started by the cold Report: it runs during the warm one
             log(f"  server B: report cold {out['report_cold']:.2f} s, warm {out['report_warm']:.2f} s")
 
-        with server(home_c, "C") as srv:
-            ctx = browser.new_context(viewport=VIEWPORT)
-            page = ctx.new_page()
-            t0 = time.perf_counter()
-            page.goto(f"{srv.url}/draw", timeout=90_000)
-            page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=90_000)
-            out["canvas_visible"] = time.perf_counter() - t0
-            t_up = _stroke(page)
-            out["first_prediction_at_once"], notes["waited_C"] = _wait_prediction(page, t_up)
-            srv.wait_warmup(60)
-            notes["warmup_C"] = srv.warmup_seconds()
-            log(f"  server C: canvas {out['canvas_visible']:.2f} s, first prediction drawn at once "
-                f"{out['first_prediction_at_once']:.2f} s")
-            ctx.close()
+        out["canvas_visible"], out["first_prediction_at_once"], notes["waited_C"], notes["warmup_C"] = \
+            _drawn_at_once(browser, home_c, "C")
+        log(f"  server C: canvas {out['canvas_visible']:.2f} s, first prediction drawn at once "
+            f"{out['first_prediction_at_once']:.2f} s")
 
         if compare:
             home_d = Path(tempfile.mkdtemp(prefix="digitlab-bench-d-"))
@@ -411,6 +418,12 @@ def run_once(browser, think: float | str, log, compare: bool = False) -> tuple[d
                     ctx.close()
                 log("  server D (warm-up off): " + ", ".join(
                     f"{k} {notes['no_warmup'][k]:.2f} s" for k in ("home", "training", "first_prediction")))
+                shutil.rmtree(home_d, ignore_errors=True)
+                home_d.mkdir()
+                _, notes["no_warmup"]["first_prediction_at_once"], _, _ = _drawn_at_once(
+                    browser, home_d, "E", {"DIGITLAB_WARMUP": "0"})
+                log(f"  server E (warm-up off): first prediction drawn at once "
+                    f"{notes['no_warmup']['first_prediction_at_once']:.2f} s")
             finally:
                 shutil.rmtree(home_d, ignore_errors=True)
     finally:
@@ -536,8 +549,9 @@ def _print_notes(notes: dict) -> None:
         print(f"  drawn at once: warm-up spinner seen: {'yes' if notes['waited_C'] else 'no'}")
     if "no_warmup" in notes:
         d = notes["no_warmup"]
-        print(f"  warm-up off (server D, same run): home {d['home']:.2f} s, Training Runs {d['training']:.2f} s, "
-              f"first prediction {d['first_prediction']:.2f} s")
+        print(f"  warm-up off (servers D and E, same run): home {d['home']:.2f} s, Training Runs {d['training']:.2f} s, "
+              f"first prediction {d['first_prediction']:.2f} s (teacher pace), "
+              f"{d.get('first_prediction_at_once', float('nan')):.2f} s (drawn at once)")
     if "control_changes" in notes:
         print("  control changes: " + ", ".join(f"{k} {v:.2f} s" for k, v in notes["control_changes"].items()))
     if "progress_changes" in notes:
