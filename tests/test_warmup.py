@@ -18,6 +18,7 @@ CACHED_LOAD = cache._load_predictor  # Streamlit's cached loader (some tests rep
 def _fresh_warmup(monkeypatch):
     """Each test starts with no warm-up and no model cached by Streamlit, and leaves none running."""
     monkeypatch.delenv("DIGITLAB_WARMUP", raising=False)
+    monkeypatch.setattr(warmup, "START_DELAY_S", 0.0)  # the test about the delay sets its own
     warmup._reset()
     CACHED_LOAD.clear()
     yield
@@ -209,3 +210,22 @@ def test_a_page_can_import_while_the_warmup_gives_way(tmp_path, monkeypatch):
     finally:
         warmup.page_finished()
     assert warmup.wait(30) is not None
+
+
+def test_the_warmup_waits_for_the_first_page_to_reach_the_browser_unless_a_page_needs_it(monkeypatch):
+    import time
+
+    monkeypatch.setattr(warmup, "START_DELAY_S", 0.6)
+    began = []
+    warmup.start(loader=lambda seconds: began.append(time.monotonic()) or "warm")
+    t0 = time.monotonic()
+    time.sleep(0.2)
+    assert not began  # still letting the first page's messages out
+    assert warmup.wait(30) == "warm" and began[0] - t0 < 0.6 + 0.5  # began when the delay ended, at the latest
+
+    warmup._reset()
+    monkeypatch.setattr(warmup, "START_DELAY_S", 60.0)
+    warmup.start(loader=lambda seconds: "warm")
+    t0 = time.monotonic()
+    assert warmup.wait(30) == "warm"  # a page that waits cuts the delay short
+    assert time.monotonic() - t0 < 30

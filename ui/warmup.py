@@ -38,6 +38,11 @@ IDLE, RUNNING, READY, FAILED, OFF = "idle", "running", "ready", "failed", "off"
 #: hang every page for good; normally the wait is a few seconds).
 WAIT_LIMIT_S = 300.0
 
+#: How long the thread waits after the page that started it before it begins, unless a page waits for it: the
+#: first page's last messages still have to reach the browser, and the import would hold the GIL against the
+#: server's event loop (Home on a fresh server, 4 servers each, load ~3: median 2.0 s starting at once, 1.5 s
+#: after 1 s, 1.6 s with no warm-up).
+START_DELAY_S = 1.0
 #: The longest the thread pauses before one import while a page runs, and between two steps. Bounded: a page
 #: may wait on something the thread holds that is not visible as an import lock.
 IMPORT_YIELD_S = 0.5
@@ -45,6 +50,7 @@ STEP_YIELD_S = 2.0
 
 _lock = threading.Lock()
 _done = threading.Event()
+_wanted = threading.Event()  # a page waits for the warm-up: it starts without its START_DELAY_S
 _state: dict = {"state": IDLE, "predictor": None, "error": None, "seconds": {}, "thread": None}
 _pages: dict[int, threading.Thread] = {}  # script threads running a page now: ident -> thread
 
@@ -124,6 +130,7 @@ def load_reused(seconds: dict) -> object:
 
 def _run(loader: Callable[[dict], object]) -> None:
     """The thread's body: no st.* here (see the module's docstring)."""
+    _wanted.wait(START_DELAY_S)
     seconds: dict = {}
     t0 = time.perf_counter()
     _state["gave_way"] = 0.0
@@ -185,6 +192,7 @@ def wait(timeout: float | None = WAIT_LIMIT_S):
     """Wait for a running warm-up to end (at most `timeout` s); its predictor, or None if it has none."""
     if state() == IDLE:
         return None  # never started (a page run on its own, e.g. in a test): nothing to wait for
+    _wanted.set()
     me = threading.get_ident()
     with _lock:
         page = _pages.pop(me, None)  # a page waiting for the warm-up must not slow it down
@@ -214,3 +222,4 @@ def _reset() -> None:
         _state.update(state=IDLE, predictor=None, error=None, seconds={}, thread=None)  # the hook stays
         _pages.clear()
         _done.clear()
+        _wanted.clear()
