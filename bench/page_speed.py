@@ -2,25 +2,28 @@
 
 Each run starts its own servers exactly as a user would (`python -m streamlit run app.py --server.headless true
 --server.port P --server.address 127.0.0.1`, DIGITLAB_HOME a fresh temporary folder) and drives Debian's
-Chromium with Playwright at 1400x1000. Every figure is printed with the issue's baseline (issue 8, measured
-the same way on this 2-core machine before the work), the ratio baseline / measured (above 1: faster than
-then), the target and whether it is met. A run takes about 2-3 minutes; servers and browser are stopped on exit,
-also on an error or Ctrl-C. Timings on a shared 2-core machine are noisy: the load average is printed with
-them, and --runs N repeats everything (then a min / median / max line per figure).
+Chromium with Playwright at 1400x1000. Every figure is printed with the issue's baseline (issue 8: a fresh
+server and headless Chromium on this 2-core machine, before the work), the ratio baseline / measured (above 1:
+faster than then), the target and whether it is met. A run takes about 1.5 minutes at a load average of 3
+(about 6 at 17; --compare adds two servers); servers and browser are stopped on exit, also on an error, Ctrl-C
+or SIGTERM. Timings on a shared 2-core machine are noisy, and the browser shares the cores with the server: the
+load average is printed with them, --runs N repeats everything (then a min / median / max line per figure) and
+--compare measures the behaviour without the warm-up in the same run.
 
 What each figure measures (all in seconds, wall clock, on the client's side):
 
 Server A (fresh, empty DIGITLAB_HOME), one browser session:
 - home: from `page.goto(<root>)`, the first request the server ever serves after /_stcore/health answered,
-  to the Home page's "Reused model: MNIST test accuracy" metric being visible.
+  to the Home page's "MNIST test accuracy" metric being visible.
 - training: from the click on "Training Runs" in the sidebar (right after Home) to its title and its runs
   table (the first st.dataframe) being visible. The background warm-up is usually still running then.
 - first prediction: the teacher's case. After Training Runs, "Draw & Reframe" is clicked in the sidebar; one
   vertical stroke is drawn in the middle of `canvas.upper-canvas` (its own bounding box: the canvas may scale
   to its column) THINK seconds (--think, default 10) after Home was opened, as a teacher opening the app and
   then drawing would. `--think warm` draws once the server's log says the warm-up is ready (and not before
-  10 s): the first prediction the warm-up delivers, whatever the machine's load made the warm-up cost. Measured from the stroke's mouse-up to the "Predicted digit" metric being visible.
-  "waited for warm-up" says whether the spinner that names the background warm-up was seen meanwhile.
+  10 s): the first prediction the warm-up delivers, whatever the machine's load made the warm-up cost.
+  Measured from the stroke's mouse-up to the "Predicted digit" metric being visible. "warm-up spinner seen"
+  says whether the spinner that names the background warm-up showed meanwhile.
 - first evaluation, longest time without progress: on the Report page (sidebar), once its default data set is
   shown, "MNIST test" is chosen in the "Data set" box; a first, uncached evaluation of the 10,000 images
   follows. Every 200 ms the values and texts of all `[data-testid="stProgress"]` bars are read; the figure is
@@ -29,7 +32,7 @@ Server A (fresh, empty DIGITLAB_HOME), one browser session:
   (our reading of "shows progress the whole way": the bar moves at least every second). The total time of
   that evaluation is printed as information.
 - control change: on that Report page, each of these controls is used once and timed from the click (a
-  capturing listener in the page) to the last change of the main area's DOM, once it has stayed unchanged for
+  capturing listener in the page) to the last change of the page's DOM, once it has stayed unchanged for
   1 s and the app shows no running indicator: the Reframing radio back to `paper` (its evaluation cached, after
   one untimed visit to `mnist`), the "Row-normalised" toggle, and the view switch (the widget keyed "view") to
   its second view and back (each when present: the page is being restructured). The figure is the slowest of
@@ -52,7 +55,7 @@ With --compare, server D (fresh, empty DIGITLAB_HOME, DIGITLAB_WARMUP=0: the beh
 repeats server A's Home, Training Runs and first prediction (teacher pace), and server E (likewise) server C's
 first prediction drawn at once, for ratios within one run.
 
-Information lines: the warm-up's own duration on servers A and C, from the server's log ("Model warm-up ready
+Information lines: the warm-up's own duration on servers A, B and C, from the server's log ("Model warm-up ready
 in ... s"), and the commit measured (with "+ uncommitted changes" when the work tree differs).
 """
 from __future__ import annotations
@@ -549,8 +552,8 @@ def _print_notes(notes: dict) -> None:
         print(f"  drawn at once: warm-up spinner seen: {'yes' if notes['waited_C'] else 'no'}")
     if "no_warmup" in notes:
         d = notes["no_warmup"]
-        print(f"  warm-up off (servers D and E, same run): home {d['home']:.2f} s, Training Runs {d['training']:.2f} s, "
-              f"first prediction {d['first_prediction']:.2f} s (teacher pace), "
+        print(f"  warm-up off (servers D and E, same run): home {d['home']:.2f} s, "
+              f"Training Runs {d['training']:.2f} s, first prediction {d['first_prediction']:.2f} s (teacher pace), "
               f"{d.get('first_prediction_at_once', float('nan')):.2f} s (drawn at once)")
     if "control_changes" in notes:
         print("  control changes: " + ", ".join(f"{k} {v:.2f} s" for k, v in notes["control_changes"].items()))

@@ -13,8 +13,9 @@ nowhere. So this module does not import streamlit at all; the registry is a plai
 The warm-up gives way to pages: importing TensorFlow holds Python's GIL most of the time, so a page rendered
 meanwhile ran two to three times slower (measured: a page-like loop 0.5 s alone, 0.7-1.9 s during the import).
 app.py marks each script run (`page_started` / `page_finished`); while one runs, the thread pauses before each
-module it imports (at most IMPORT_YIELD_S each; an audit hook) and between its steps. A page blocked on an import lock the
-thread holds, or waiting for the warm-up itself, does not count: the thread then goes on at full speed.
+module it imports (at most IMPORT_YIELD_S each; an audit hook) and between its steps. A page blocked on an
+import lock the thread holds, or waiting for the warm-up itself, does not count: the thread then goes on at
+full speed. It also begins START_DELAY_S after the page that started it, so that page reaches the browser first.
 
 A failed warm-up (model file missing, TensorFlow broken) is logged and remembered; pages then load the model
 themselves, as before, with their normal spinner and error message.
@@ -90,13 +91,16 @@ def _give_way_on_import(event: str, args: tuple) -> None:
     An audit hook, not a finder on sys.meta_path: the import system calls finders holding its global import
     lock, so a finder that pauses would stop every other thread's imports too (measured: a page took 45 s).
     The "import" event (raised for import statements and __import__, not importlib.import_module, which
-    TensorFlow uses for a few lazy modules only) comes before any lock of the module being imported is taken. Audit hooks cannot be
-    removed: after the warm-up it returns at once (one comparison per audited event).
+    TensorFlow uses for a few lazy modules only) comes before any lock of the module being imported is taken.
+    Audit hooks cannot be removed: after the warm-up it returns at once (one comparison per audited event).
     """
     if event == "import" and _state["state"] == RUNNING:
         thread = _state["thread"]
         if thread is not None and thread.ident == threading.get_ident():
-            _yield_to_pages(IMPORT_YIELD_S)
+            try:
+                _yield_to_pages(IMPORT_YIELD_S)
+            except Exception:  # an error in an audit hook would fail the import itself: never let one out
+                pass
 
 
 def enabled() -> bool:
@@ -108,7 +112,7 @@ def load_reused(seconds: dict) -> object:
     _yield_to_pages(STEP_YIELD_S)
     t0 = time.perf_counter()
     import numpy as np
-    import tensorflow  # noqa: F401  the longest part (4-20 s on a busy 2-core machine), timed on its own
+    import tensorflow  # noqa: F401  the longest part (4-40 s on this shared 2-core machine), timed on its own
 
     from core.models import Predictor, classify
     from core.reframing import METHODS
