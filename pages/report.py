@@ -68,9 +68,11 @@ if dataset.missing_classes():
 # The shipped model under None: the same cached predictor as the Draw page (one load per process).
 model_arg = None if choice == view.SHIPPED else str(model_path)
 bar = st.empty()
+computed = []  # set when this run evaluates: the bar then stays until the page is drawn
 
 
 def load_model():
+    computed.append(True)
     bar.progress(0.0, text="Loading the model (TensorFlow starts once per process)...")
     return cache.predictor(model_arg)
 
@@ -87,7 +89,8 @@ except DigitLabError as e:
     bar.empty()
     show_error(e)
     st.stop()
-bar.empty()
+if computed:
+    bar.progress(1.0, text=f"Evaluated {len(dataset):,} images: computing the metrics and drawing the report...")
 blanks = f" ({report.plural(ev.blank, 'blank image')}, no ink: counted as wrong)" if ev.blank else ""
 st.caption(f"Data: {md_escape(dataset.provenance)}; **{report.plural(ev.n, 'image')} evaluated**{blanks}.")
 for warning in dict.fromkeys(list(dataset.warnings) + list(ev.warnings)):
@@ -133,3 +136,5 @@ elif shown == "HTML":
     view.html_view(ctx, target_pct / 100)
 else:
     view.confusion_view(ctx)
+if computed:
+    bar.empty()

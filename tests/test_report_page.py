@@ -146,16 +146,29 @@ def test_the_selection_resets_when_the_data_set_method_or_model_changes():
 
 
 def test_clicking_a_matrix_cell_selects_it():
-    from ui.report_view import cell_from_selection, commonest_mistake
+    from ui.report_view import cell_from_selection, commonest_mistake, confusion_spec
 
-    state = {"selection": {"points": [{"curve_number": 1, "point_index": 18, "x": 8, "y": 1}], "box": [],
-                           "lasso": []}}
-    assert cell_from_selection(state) == (1, 8)
-    assert cell_from_selection({"selection": {"points": []}}) is None and cell_from_selection(None) is None
+    # what st.vega_lite_chart reports for a click on the cell (true 1, read as 8), and for a second click
+    assert cell_from_selection({"selection": {"cell": [{"true": 1, "predicted": 8}]}}) == (1, 8)
+    assert cell_from_selection({"selection": {"cell": []}}) is None and cell_from_selection(None) is None
     cm = np.eye(10, dtype=int) * 5
     cm[3, 5], cm[3, 8], cm[7, 1] = 2, 4, 9
     assert commonest_mistake(cm) == (7, 1) and commonest_mistake(cm, 3) == (3, 8)
     assert commonest_mistake(np.eye(10, dtype=int), 4) == (4, 4)
+    spec = confusion_spec(cm, cm / 5, True, (3, 8))
+    cells = {(r["true"], r["predicted"]): r for r in spec["data"]["values"]}
+    assert len(cells) == 100 and cells[3, 8]["chosen"] and not cells[7, 1]["chosen"]
+    assert cells[3, 8]["images"] == 4 and cells[3, 8]["label"] == "80"  # percent of the row when normalised
+    assert cells[0, 1]["label"] == ""  # an empty cell stays blank
+    assert spec["layer"][0]["params"][0]["select"]["fields"] == ["true", "predicted"]
+
+
+def test_the_matrix_is_clickable_on_the_page():
+    at = report_page()
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1
+    assert '"name":"cell"' in charts[0].proto.spec.replace(" ", "")  # the point selection a click fills
+    assert list(charts[0].proto.selection_mode) == ["cell"] and charts[0].proto.id  # reruns on a click
 
 
 def test_an_uploaded_model_that_is_not_a_model_gets_an_error():
