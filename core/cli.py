@@ -274,7 +274,7 @@ def cmd_jobs(args) -> int:
 def cmd_worker(args) -> int:
     from core import jobs
 
-    ran = jobs.run_worker(once=args.once)
+    ran = jobs.run_worker(once=args.once, wait_lock=args.wait_lock)
     print(f"worker ran {ran} job(s)")
     return 0
 
@@ -533,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run queued jobs one at a time (started for you by train --background); "
                        "with DIGITLAB_EXECUTOR=ray, send them to the Ray cluster, several at once")
     p.add_argument("--once", action="store_true", help="run at most one job")
+    p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for the lock of a worker that just died (default 0)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("variants", help="zero-shot accuracy on form variants (1-bit, stretched, pens, low-res, "

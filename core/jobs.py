@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 """
 #: Columns added after the first release: (name, type), added to an older database when it is opened.
+LOCK_WAIT_S = 30  # how long a new worker waits for a dead worker's lock to be released
 ADDED_COLUMNS = (("node", "TEXT"), ("device", "TEXT"), ("executor", "TEXT"))
 
 
@@ -354,7 +355,20 @@ def _lock_path() -> Path:
     return jobs_dir() / "worker.lock"
 
 
+def _lock_holder_alive(f) -> bool:
+    """The lock is taken: is the worker that took it still alive? Its pid is written in the lock file. A
+    killed worker's lock outlives it by a moment (its threads tear down after the main one shows as exited),
+    and a queue must not be left waiting on a dead worker in that moment."""
+    try:
+        f.seek(0)
+        pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return True  # no pid to check (a worker of an older version): trust the lock
+    return not pid or pid_alive(pid)
+
+
 def worker_running() -> bool:
+    """True when a live worker holds the lock (one holding it while it dies does not count)."""
     import fcntl
 
     jobs_dir().mkdir(parents=True, exist_ok=True)
@@ -362,21 +376,43 @@ def worker_running() -> bool:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
+            return _lock_holder_alive(f)
         fcntl.flock(f, fcntl.LOCK_UN)
         return False
 
 
 def ensure_worker() -> None:
-    """Start a worker process unless one holds the lock (one job at a time, on the GPU or the CPU)."""
+    """Start a worker process unless a live one holds the lock (one job at a time, on the GPU or the CPU).
+    The new worker waits a little for the lock, which a worker that just died may still hold."""
     if worker_running():
         return
     try:
         with open(jobs_dir() / "worker.log", "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=config.ROOT, stdout=log, stderr=log,
-                             stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
+            subprocess.Popen([sys.executable, "-m", "core", "worker", "--wait-lock", str(LOCK_WAIT_S)],
+                             cwd=config.ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env=dict(os.environ))
     except OSError as e:
         raise storage_error(e, jobs_dir(), "start the worker") from None
+
+
+def _take_lock(lock, wait_s: float) -> bool:
+    """Take the worker lock, trying for up to wait_s seconds; write our pid in it for worker_running."""
+    import fcntl
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline or _lock_holder_alive(lock):
+                return False  # a live worker has it: it runs the queue, nothing to wait for
+            time.sleep(0.2)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return True
 
 
 def _claim(con, executor: str = "local", pick=None) -> Job | None:
@@ -412,8 +448,9 @@ def _fail_queued(job_id: int, message: str) -> None:
         _remove_unused_run_dir(Path(row["run_dir"]))
 
 
-def run_worker(once: bool = False) -> int:
-    """The worker loop; returns how many jobs it ran. Exits at once if another worker holds the lock.
+def run_worker(once: bool = False, wait_lock: float = 0.0) -> int:
+    """The worker loop; returns how many jobs it ran. Exits at once if a live worker holds the lock; waits
+    up to wait_lock seconds for a lock whose holder is dead to be released.
 
     Under DIGITLAB_EXECUTOR=ray it is the dispatcher instead (core.executors.dispatch): same lock, same queue,
     the jobs run as Ray tasks on the cluster's nodes, several at once.
@@ -424,9 +461,7 @@ def run_worker(once: bool = False) -> int:
 
     jobs_dir().mkdir(parents=True, exist_ok=True)
     with open(_lock_path(), "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _take_lock(lock, wait_lock):
             return 0
         if executor_name() == "ray":
             from core.executors import dispatch

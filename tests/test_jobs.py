@@ -105,3 +105,40 @@ def test_offline_imagenet_is_refused_before_queueing():
     r = cli("train", "--arch", "vgg16", "--background", "--json")
     assert r.returncode == 2 and "not available offline" in r.stderr
     assert jobs.list_jobs() == []
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize("holder, running", [("self", True), ("dead", False), ("", True)])
+def test_a_lock_counts_as_held_only_while_its_worker_lives(holder, running):
+    """A killed worker's lock outlives its main thread for a moment; a dead holder's pid must not keep the
+    queue waiting (an unreadable or older lock file, with no pid, is trusted)."""
+    import fcntl
+
+    jobs.jobs_dir().mkdir(parents=True, exist_ok=True)
+    with open(jobs._lock_path(), "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write({"self": str(os.getpid()), "dead": str(_dead_pid()), "": ""}[holder])
+        held.flush()
+        assert jobs.worker_running() is running
+
+
+def test_a_new_worker_waits_for_a_dying_workers_lock_and_runs_the_queue():
+    import fcntl
+    import threading
+
+    job = jobs.submit(tiny(), start_worker=False)
+    jobs.jobs_dir().mkdir(parents=True, exist_ok=True)
+    held = open(jobs._lock_path(), "a+")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    held.write(str(_dead_pid()))
+    held.flush()
+    threading.Timer(1.0, held.close).start()  # the dead worker's lock goes a second later
+    assert jobs.run_worker(wait_lock=0) == 0  # without waiting, the lock is busy: nothing runs
+    assert jobs.run_worker(wait_lock=30) == 1
+    assert jobs.get_job(job.id).status == "done"
+    assert jobs._lock_path().read_text() == str(os.getpid())
