@@ -156,6 +156,31 @@ def _cache_path(key: str) -> Path:
     return config.data_home() / "cache" / "evaluations" / f"{key}.npz"
 
 
+def classify_images(predictor, images, method: str, chunk: int = 2048,
+                    progress: Callable[[float], None] | None = None):
+    """Reframe and classify images chunk by chunk: (y_pred, probabilities, failed). y_pred holds a digit,
+    BLANK (no ink) or UNREADABLE; probabilities are 0 for both; failed lists (index, reason) of the images that
+    could not be reframed. The one loop behind `evaluate` and the shards of core.sharding."""
+    n = len(images)
+    y_pred = np.full(n, BLANK, np.int64)
+    proba = np.zeros((n, 10), np.float32)
+    failed_all: list[tuple[int, str]] = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        X, blank, failed = _reframe_chunk(images[start:stop], method)
+        p = predictor.predict_proba(X)
+        p[blank] = 0.0
+        proba[start:stop] = p
+        y_pred[start:stop] = np.where(blank, BLANK, p.argmax(1))
+        for i, reason in failed:
+            y_pred[start + i] = UNREADABLE
+            proba[start + i] = 0.0
+            failed_all.append((start + i, reason))
+        if progress:
+            progress(stop / n)
+    return y_pred, proba, failed_all
+
+
 def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_path: Path | None = None,
              progress: Callable[[float], None] | None = None, use_cache: bool = True) -> Evaluation:
     """Reframe every image of `dataset` with `method`, classify it, and keep the predictions.
@@ -191,26 +216,11 @@ def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_pa
         predictor = predictor()  # a factory: the model (and TensorFlow) load only when there is work to do
     t0 = time.perf_counter()
     n = len(dataset)
-    y_pred = np.full(n, BLANK, np.int64)
-    proba = np.zeros((n, 10), np.float32)
-    unreadable: list[str] = []
     # About twenty chunks, so a progress bar moves at least every second or so, even for 1,797 images; never
     # below 256 images (a call's fixed cost) nor above 2048 (memory).
     chunk = int(np.clip(np.ceil(n / 20), 256, 2048))
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        X, blank, failed = _reframe_chunk(dataset.images[start:stop], method)
-        p = predictor.predict_proba(X)
-        p[blank] = 0.0
-        proba[start:stop] = p
-        y_pred[start:stop] = np.where(blank, BLANK, p.argmax(1))
-        for i, reason in failed:
-            y_pred[start + i] = UNREADABLE
-            proba[start + i] = 0.0
-            name = dataset.files[start + i] if dataset.files else f"image {start + i}"
-            unreadable.append(f"{name}: {reason}")
-        if progress:
-            progress(stop / n)
+    y_pred, proba, failed = classify_images(predictor, dataset.images, method, chunk, progress)
+    unreadable = [f"{dataset.files[i] if dataset.files else f'image {i}'}: {reason}" for i, reason in failed]
     seconds = time.perf_counter() - t0
     if cached is not None:
         try:

@@ -10,7 +10,6 @@ node needs no shared path to it) and is loaded once per worker process, which ke
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
@@ -21,7 +20,7 @@ import numpy as np
 
 from core.datasets import Dataset
 from core.errors import DigitLabError, InvalidOptionError
-from core.evaluation import BLANK, UNREADABLE, Evaluation, confusion
+from core.evaluation import Evaluation, classify_images, confusion
 from core.reframing import DEFAULT_METHOD, METHODS
 
 #: A multiple of evaluate()'s chunk (2048): shards then batch images exactly as the local evaluation does.
@@ -67,24 +66,8 @@ def _model_file_from_bytes(data_ref: list, digest: str, suffix: str) -> Path:
 def evaluate_shard(predictor, images, labels: np.ndarray, method: str) -> dict:
     """One slice: y_pred (BLANK, UNREADABLE or a digit), probabilities (n, 10), the unreadable images'
     (index in the slice, reason), and the slice's 10x10 confusion matrix."""
-    from core.evaluation import _reframe_chunk
-
-    n = len(labels)
-    y_pred = np.full(n, BLANK, np.int64)
-    proba = np.zeros((n, 10), np.float32)
-    failed_all: list[tuple[int, str]] = []
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        X, blank, failed = _reframe_chunk(images[start:stop], method)
-        p = predictor.predict_proba(X)
-        p[blank] = 0.0
-        proba[start:stop] = p
-        y_pred[start:stop] = np.where(blank, BLANK, p.argmax(1))
-        for i, reason in failed:
-            y_pred[start + i] = UNREADABLE
-            proba[start + i] = 0.0
-            failed_all.append((start + i, reason))
-    return {"y_pred": y_pred, "probabilities": proba, "failed": failed_all, "confusion": confusion(labels, y_pred),
+    y_pred, proba, failed = classify_images(predictor, images, method, _CHUNK)
+    return {"y_pred": y_pred, "probabilities": proba, "failed": failed, "confusion": confusion(labels, y_pred),
             "pid": os.getpid()}
 
 
@@ -93,14 +76,6 @@ def _shard_task(images, labels, method: str, model: list, digest: str, suffix: s
     loaded = digest not in _loaded
     predictor = _predictor(digest, lambda: _model_file_from_bytes(model, digest, suffix))
     return {**evaluate_shard(predictor, images, labels, method), "loaded_model": loaded}
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def evaluate_sharded(model_path: str | Path | None, dataset: Dataset, method: str = DEFAULT_METHOD,
@@ -114,7 +89,7 @@ def evaluate_sharded(model_path: str | Path | None, dataset: Dataset, method: st
     processes), model_loads and the confusion matrix added up from the shards.
     """
     from core.executors import executor_name
-    from core.models import resolve_model_path
+    from core.models import file_sha256, resolve_model_path
 
     if method not in METHODS:
         raise InvalidOptionError("reframing", method, METHODS)
@@ -124,7 +99,7 @@ def evaluate_sharded(model_path: str | Path | None, dataset: Dataset, method: st
     if executor not in ("local", "ray"):
         raise InvalidOptionError("executor", executor, ("local", "ray"))
     model_file = resolve_model_path(model_path)
-    digest = _file_digest(model_file)
+    digest = file_sha256(model_file)
     bounds = shard_bounds(len(dataset), shard_size)
     t0 = time.perf_counter()
     if executor == "ray":

@@ -6,11 +6,11 @@ import streamlit as st
 from core.config import read_only
 from core.datasets import save_collected
 from core.errors import DigitLabError
-from core.runs import runs_with_models
 from core.images import EXTENSIONS, decode_image
-from core.models import model_identity, reused_model_path, save_uploaded_model
+from core.models import model_identity, reused_model_path
 from core.reframing import DEFAULT_METHOD, METHODS
-from ui import cache, render
+from core.runs import runs_with_models
+from ui import cache, pickers, render
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, read_only_note, show_error
 
@@ -75,22 +75,13 @@ with left:
     method = st.radio("Reframing method", METHODS, index=METHODS.index(DEFAULT_METHOD), key="method",
                       format_func=lambda m: f"{m}: {METHOD_HELP[m]}")
     # The model under test: the shipped one, any finished run (adapted models included) or the user's file.
-    trained = {r.path: r.title for r in runs_with_models() if r.id != "reused-cnn"}
-    model_choice = st.selectbox("Model under test", ["", *trained, "upload"], key="draw_model",
-                                format_func=lambda c: {"": "Shipped reused model (simple CNN)",
-                                                       "upload": "Upload a Keras model (.keras or .h5)"}.get(
-                                    c, trained.get(c, c)))
-    model_path = None
-    if model_choice == "upload":
-        model_file = st.file_uploader("A .keras or .h5 model (safe mode: no Lambda or custom layers)",
-                                      type=["keras", "h5"], key="draw_model_upload")
-        if model_file is not None:
-            try:
-                model_path = str(save_uploaded_model(model_file.getvalue(), model_file.name))
-            except DigitLabError as e:
-                show_error(e)
-    elif model_choice:
-        model_path = str(Path(model_choice) / "model.keras")
+    try:
+        model_choice = pickers.model_under_test("draw_model", "draw_model_upload",
+                                          "A .keras or .h5 model (safe mode: no Lambda or custom layers)")
+    except DigitLabError as e:
+        show_error(e)
+        model_choice = pickers.ModelChoice(None, waiting=True)
+    model_path = model_choice.path
 
 with right:
     if image is None:
@@ -102,7 +93,7 @@ with right:
         else:
             st.info("Draw a digit on the canvas (or upload an image) to see it reframed and classified.")
         st.stop()
-    if model_choice == "upload" and model_path is None:
+    if model_choice.waiting:
         st.info("Upload a Keras model on the left (one digit image in, 10 classes out), or choose another.")
         st.stop()
     try:

@@ -8,7 +8,7 @@ from core.errors import DigitLabError
 from core.evaluation import evaluate
 from core.models import reused_model_path
 from core.reframing import DEFAULT_METHOD, METHODS
-from ui import cache, report_view as view
+from ui import cache, pickers, report_view as view
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, show_error
 
@@ -18,38 +18,20 @@ st.title("Reused-model report")
 st.caption("A model, unchanged, on a target domain: accuracy with its confidence interval, the confusion matrix "
            "and the per-digit tables of Pacchiotti et al. (2024), and how much of the work it could take.")
 
-SOURCES = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "MNIST test set (source domain)",
-           "collected": "my drawn digits", "upload": "upload a .zip"}
-runs = view.model_choices(view.home())
 c1, c2 = st.columns([1, 1], vertical_alignment="bottom")
-source = c1.selectbox("Data set", list(SOURCES), format_func=SOURCES.get, key="source")
+source = c1.selectbox("Data set", list(pickers.SOURCES), format_func=pickers.SOURCES.get, key="source")
 method = c2.radio("Reframing", METHODS, index=METHODS.index(DEFAULT_METHOD), horizontal=True, key="method")
-choice = st.selectbox("Model under test", [view.SHIPPED] + [r["id"] for r in runs] + [view.UPLOAD], key="model",
-                      format_func=lambda c: view.model_label(c, runs),
-                      help="The shipped reused model, any finished run with a model (Training Runs, adapted "
-                           "models included), or your own Keras file.")
 
 try:
-    if choice == view.UPLOAD:
-        model_file = st.file_uploader("A Keras model: .keras or .h5 (loaded in safe mode: no Lambda or custom "
-                                      "layers)", type=["keras", "h5"], key="model_upload")
-        if model_file is None:
-            st.info("Upload a .keras or .h5 model that takes a digit image and outputs 10 classes.")
-            st.stop()
-        model_path = Path(view.uploaded_model(model_file.getvalue(), model_file.name, view.home()))
-    elif choice == view.SHIPPED:
-        model_path = reused_model_path()
-    else:
-        model_path = Path(next(r["path"] for r in runs if r["id"] == choice))
-    if source == "upload":
-        upload = st.file_uploader("A .zip of images in folders 0..9 (any depth, e.g. mydigits/7/scan12.png)",
-                                  type=["zip"], key="zip")
-        if upload is None:
-            st.info("Upload a .zip whose folders 0..9 hold PNG, JPEG, BMP or TIFF images of those digits.")
-            st.stop()
-        dataset = cache.uploaded_target(upload.getvalue(), upload.name)
-    else:
-        dataset = cache.target(source)
+    chosen = pickers.model_under_test("model", "model_upload", "A Keras model: .keras or .h5 (loaded in safe "
+                                      "mode: no Lambda or custom layers)")
+    if chosen.waiting:
+        st.info("Upload a .keras or .h5 model that takes a digit image and outputs 10 classes.")
+        st.stop()
+    model_path = Path(chosen.path) if chosen.path else reused_model_path()
+    dataset = pickers.target_dataset(source)
+    if dataset is None:
+        st.stop()
     stat = model_path.stat()
     identity = view.model_identity(str(model_path), stat.st_mtime, stat.st_size)
 except DigitLabError as e:
@@ -66,7 +48,7 @@ if dataset.missing_classes():
                "and they pull the macro averages down.")
 
 # The shipped model under None: the same cached predictor as the Draw page (one load per process).
-model_arg = None if choice == view.SHIPPED else str(model_path)
+model_arg = chosen.path
 bar = st.empty()
 computed = []  # set when this run evaluates: the bar then stays until the page is drawn
 

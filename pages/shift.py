@@ -4,7 +4,7 @@ import streamlit as st
 from core import shift
 from core.errors import DigitLabError
 from core.reframing import DEFAULT_METHOD, METHODS
-from ui import cache, shift_view
+from ui import cache, pickers, shift_view
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, show_error, shown_path
 
@@ -15,24 +15,16 @@ st.caption("What differs between MNIST, the source the model learned from, and a
            "every image **before** reframing (the image as given, in gray, resized to 28x28) and **after** it (the "
            "28x28 input the model gets), for both domains.")
 
-SOURCES = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "MNIST test set (source domain)",
-           "collected": "my drawn digits", "upload": "upload a .zip"}
 c1, c2 = st.columns([3, 2])
-source = c1.selectbox("Target data set", list(SOURCES), format_func=SOURCES.get, key="source")
+source = c1.selectbox("Target data set", list(pickers.SOURCES), format_func=pickers.SOURCES.get, key="source")
 method = c2.radio("Reframing", METHODS, index=METHODS.index(DEFAULT_METHOD), horizontal=True, key="method")
 
 try:
-    if source == "upload":
-        upload = st.file_uploader("A .zip of images in folders 0..9 (any depth, e.g. mydigits/7/scan12.png)",
-                                  type=["zip"], key="zip")
-        if upload is None:
-            st.info("Upload a .zip whose folders 0..9 hold PNG, JPEG, BMP or TIFF images of those digits.")
-            st.stop()
-        dataset = cache.uploaded_target(upload.getvalue(), upload.name)
-    else:
-        dataset = cache.target(source)
+    dataset = pickers.target_dataset(source)
 except DigitLabError as e:
     show_error(e)
+    st.stop()
+if dataset is None:
     st.stop()
 
 source_ds = shift_view.source_dataset()

@@ -25,8 +25,6 @@ from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import METHODS, reframe
 from ui.safe import guarded, md_escape, show_error
 
-SHIPPED = "shipped"
-UPLOAD = "upload"
 #: Built-in data sets whose content never changes: their name is their identity (no hashing every rerun).
 STABLE_TARGETS = ("sklearn-digits", "mnist-test")
 TILE_SIDE = 52
@@ -52,32 +50,10 @@ class Context:
 
 # --- cached pieces -------------------------------------------------------------------------------------------
 
-@st.cache_data(show_spinner=False, ttl=10, max_entries=8)
-def model_choices(home: str) -> list[dict]:
-    """Finished runs with a model (id, title, path), the shipped model left out (it is its own choice).
-
-    `home` (the data folder) is part of the key: another data folder has other runs. Ten seconds old at most,
-    so a run that just finished shows up without a reload.
-    """
-    from core.runs import runs_with_models
-
-    return [{"id": r.id, "title": r.title or r.id, "path": str(Path(r.path) / "model.keras")}
-            for r in runs_with_models() if r.id != "reused-cnn"]
-
-
 @st.cache_data(show_spinner=False, max_entries=32)
 def model_identity(path: str, mtime: float, size: int) -> dict:
     """core.report.describe_model, once per file version (mtime and size in the key), without TensorFlow."""
     return report.describe_model(path)
-
-
-@st.cache_data(show_spinner="Checking the model (TensorFlow starts once per process)...", max_entries=8)
-def uploaded_model(data: bytes, name: str, home: str) -> str:
-    """An uploaded .keras/.h5 file kept in the data folder and checked to load; its path. ModelError says why
-    not (an error is not cached: a fixed file can be uploaded again)."""
-    from core.models import save_uploaded_model
-
-    return str(save_uploaded_model(data, name))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -143,15 +119,6 @@ def home() -> str:
 
 
 # --- the model under test -------------------------------------------------------------------------------------
-
-def model_label(choice: str, runs: list[dict]) -> str:
-    if choice == SHIPPED:
-        return "The shipped reused model: Keras simple MNIST convnet (models/reused-cnn)"
-    if choice == UPLOAD:
-        return "Upload a .keras or .h5 model..."
-    run = next((r for r in runs if r["id"] == choice), None)
-    return f"{run['title']} ({choice})" if run else choice
-
 
 def identity_caption(identity: dict) -> str:
     """The model's identity in one line of Markdown (user text escaped)."""

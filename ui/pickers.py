@@ -1,0 +1,95 @@
+"""The pickers several pages share: the target data set and the model under test.
+
+Each renders its widgets, returns what was chosen, and raises core's DigitLabError for a bad upload (the page
+shows it where it wants with ui.safe.show_error). Light on purpose: no pandas, plotly or TensorFlow at import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from core import config
+from core.datasets import Dataset
+from ui import cache
+
+SOURCES = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "MNIST test set (source domain)",
+           "collected": "my drawn digits", "upload": "upload a .zip"}
+SHIPPED = "shipped"
+UPLOAD = "upload"
+
+
+def target_dataset(source: str) -> Dataset | None:
+    """The data set chosen in a SOURCES box: a built-in one, or the user's .zip (None until one is uploaded,
+    with a line saying what to upload)."""
+    if source != "upload":
+        return cache.target(source)
+    upload = st.file_uploader("A .zip of images in folders 0..9 (any depth, e.g. mydigits/7/scan12.png)",
+                              type=["zip"], key="zip")
+    if upload is None:
+        st.info("Upload a .zip whose folders 0..9 hold PNG, JPEG, BMP or TIFF images of those digits.")
+        return None
+    return cache.uploaded_target(upload.getvalue(), upload.name)
+
+
+@st.cache_data(show_spinner=False, ttl=10, max_entries=8)
+def model_choices(home: str) -> list[dict]:
+    """Finished runs with a model (id, title, path), the shipped model left out (it is its own choice).
+
+    `home` (the data folder) is part of the key: another data folder has other runs. Ten seconds old at most,
+    so a run that just finished shows up without a reload.
+    """
+    from core.runs import runs_with_models
+
+    return [{"id": r.id, "title": r.title or r.id, "path": str(Path(r.path) / "model.keras")}
+            for r in runs_with_models() if r.id != "reused-cnn"]
+
+
+@st.cache_data(show_spinner="Checking the model (TensorFlow starts once per process)...", max_entries=8)
+def uploaded_model(data: bytes, name: str, home: str) -> str:
+    """An uploaded .keras/.h5 file kept in the data folder and checked to load; its path. ModelError says why
+    not (an error is not cached: a fixed file can be uploaded again)."""
+    from core.models import save_uploaded_model
+
+    return str(save_uploaded_model(data, name))
+
+
+def model_label(choice: str, runs: list[dict]) -> str:
+    if choice == SHIPPED:
+        return "The shipped reused model: Keras simple MNIST convnet (models/reused-cnn)"
+    if choice == UPLOAD:
+        return "Upload a .keras or .h5 model..."
+    run = next((r for r in runs if r["id"] == choice), None)
+    return f"{run['title']} ({choice})" if run else choice
+
+
+@dataclass
+class ModelChoice:
+    """What the model picker chose: `path` is None for the shipped model (one cached predictor per process),
+    and for an upload still to come (`waiting`)."""
+
+    path: str | None
+    waiting: bool = False
+
+
+def model_under_test(key: str, upload_key: str, uploader_label: str) -> ModelChoice:
+    """The model-under-test box: the shipped model, any finished run (adapted models included) or the user's
+    Keras file, loaded in safe mode. Raises DigitLabError when the uploaded file is not a usable model."""
+    home = str(config.data_home())
+    runs = model_choices(home)
+    choice = st.selectbox("Model under test", [SHIPPED] + [r["id"] for r in runs] + [UPLOAD], key=key,
+                          format_func=lambda c: model_label(c, runs),
+                          help="The shipped reused model, any finished run with a model (Training Runs, adapted "
+                               "models included), or your own Keras file.")
+    if choice == SHIPPED:
+        return ModelChoice(None)
+    if choice == UPLOAD:
+        model_file = st.file_uploader(uploader_label, type=["keras", "h5"], key=upload_key)
+        if model_file is None:
+            return ModelChoice(None, waiting=True)
+        return ModelChoice(uploaded_model(model_file.getvalue(), model_file.name, home))
+    run = next((r for r in runs if r["id"] == choice), None)
+    if run is None:  # the run was deleted or renamed since the box was drawn: back to the shipped model
+        return ModelChoice(None)
+    return ModelChoice(run["path"])
