@@ -1,4 +1,5 @@
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def _isolated_home(tmp_path, monkeypatch):
     """Every test gets its own data home: no test sees another's runs, jobs or collected digits."""
     monkeypatch.setenv("DIGITLAB_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def offline_keras(tmp_path, monkeypatch):
+    """No Keras cache (so no ImageNet weights, no downloaded data sets) and no MNIST test set: a fresh machine."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("DIGITLAB_MNIST_TEST_DIR", str(tmp_path / "no-mnist"))
+
+
+def tiny(epochs=1, **kw):
+    """A training run that takes seconds: an MLP on 40 embedded digits."""
+    from core.training import RunConfig
+
+    return RunConfig.preset("mlp", epochs=epochs, max_samples=40, batch_size=16, early_stopping=None, **kw)
+
+
+def wait_for(predicate, timeout=180, every=0.3) -> bool:
+    """Poll until predicate() is true (True) or timeout seconds pass (False): for work in other processes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
 
 
 def canvas(strokes, size=280, ink=0, paper=255, width=18, rgba=True):

@@ -11,7 +11,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,31 +18,19 @@ import pytest
 from core import cli, jobs, runs
 from core.errors import InvalidOptionError, JobError, StorageError
 from core.training import RunConfig, train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny, wait_for
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setenv("DIGITLAB_MNIST_TEST_DIR", str(tmp_path / "no-mnist"))
+def offline(offline_keras):
+    pass
 
-
-def tiny(epochs=1, **kw):
-    return RunConfig.preset("mlp", epochs=epochs, max_samples=40, batch_size=16, early_stopping=None, **kw)
 
 
 def spawn(*args):
     return subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ))
 
-
-def wait_for(predicate, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def run_cli(argv, capsys):

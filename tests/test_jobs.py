@@ -3,24 +3,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from core import jobs
 from core.errors import JobError
 from core.training import RunConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny, wait_for
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setenv("DIGITLAB_MNIST_TEST_DIR", str(tmp_path / "no-mnist"))
+def offline(offline_keras):
+    pass
 
-
-def tiny(epochs=1, **kw):
-    return RunConfig.preset("mlp", epochs=epochs, max_samples=40, batch_size=16, early_stopping=None, **kw)
 
 
 def cli(*args):
@@ -28,14 +23,6 @@ def cli(*args):
                        timeout=300, env=dict(os.environ))
     return r
 
-
-def wait_for(predicate, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_a_queued_job_runs_and_reports_every_epoch():

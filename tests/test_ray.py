@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,12 @@ import pytest
 from core import executors, jobs
 from core.errors import DigitLabError, InvalidOptionError
 from core.training import RunConfig
+from tests import conftest
 from tests.conftest import ROOT
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setenv("DIGITLAB_MNIST_TEST_DIR", str(tmp_path / "no-mnist"))
+def offline(offline_keras, monkeypatch):
     monkeypatch.delenv("DIGITLAB_RAY_GPUS_PER_JOB", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
@@ -58,13 +56,8 @@ def tiny(epochs=1, **kw):
     return RunConfig.preset("mlp", epochs=epochs, max_samples=200, batch_size=32, early_stopping=None, **kw)
 
 
-def wait_for(predicate, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.25)
-    return False
+def wait_for(predicate, timeout=300):  # a Ray task starts a worker process first: longer than elsewhere
+    return conftest.wait_for(predicate, timeout)
 
 
 class Dispatcher(threading.Thread):
