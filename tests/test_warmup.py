@@ -1,4 +1,5 @@
 """ui.warmup: TensorFlow and the shipped model warmed up in a background thread, handed out by ui.cache."""
+import gc
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ def _fresh_warmup(monkeypatch):
     CACHED_LOAD.clear()
     yield
     warmup._reset()  # joins a thread still running
+    gc.unfreeze()  # a warm-up froze the heap: give the rest of the suite its collector back
     CACHED_LOAD.clear()
     cache.reused_model_info.clear()  # a test may have read it with the model folder patched away
 
@@ -93,6 +95,24 @@ def test_a_load_waits_for_a_running_warmup_instead_of_loading_again(monkeypatch)
     monkeypatch.setattr(cache, "_load_predictor", lambda path=None: pytest.fail("loaded while warming up"))
     threading.Timer(0.5, release.set).start()
     assert cache.predictor() is made  # waited (behind a spinner on a page), then got the warmed one
+
+
+def test_a_ready_warmup_freezes_the_heap_it_leaves():
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    assert warmup.start(loader=lambda seconds: object())
+    assert warmup.wait(30) is not None
+    assert gc.get_freeze_count() > 1000  # everything alive then, this test's modules among it
+
+
+def test_a_failed_warmup_freezes_nothing():
+    gc.unfreeze()
+
+    def broken(seconds):
+        raise RuntimeError("no model")
+
+    assert warmup.start(loader=broken)
+    assert warmup.wait(30) is None and gc.get_freeze_count() == 0
 
 
 def test_turned_off_by_the_environment(monkeypatch):

@@ -25,6 +25,7 @@ Nothing here runs at import time.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -132,6 +133,17 @@ def load_reused(seconds: dict) -> object:
     return predictor
 
 
+def _freeze_heap() -> None:
+    """Move every object alive now (TensorFlow's ~480,000 among them) out of the garbage collector's reach.
+
+    They live as long as the server, yet every full collection walked them all: a Training Runs rerun cost
+    0.45 s of CPU with TensorFlow loaded, 0.13 s after the freeze (AppTest, 6 reruns each way, this 2-core
+    machine). Objects frozen here are still freed by reference counting; only cycles among them would stay.
+    """
+    gc.collect()  # garbage made by the imports goes first, so none of it is kept for good
+    gc.freeze()
+
+
 def _run(loader: Callable[[dict], object]) -> None:
     """The thread's body: no st.* here (see the module's docstring)."""
     _wanted.wait(START_DELAY_S)
@@ -146,6 +158,7 @@ def _run(loader: Callable[[dict], object]) -> None:
         LOG.warning("Model warm-up failed after %.1f s (%s: %s); pages will load the model themselves.",
                     time.perf_counter() - t0, type(e).__name__, e)
     else:
+        _freeze_heap()
         seconds["gave_way"] = _state["gave_way"]  # of the total, paused while pages ran
         seconds["total"] = time.perf_counter() - t0
         with _lock:
