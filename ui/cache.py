@@ -96,28 +96,3 @@ def uploaded_target(data: bytes, filename: str):
     from core.datasets import load_zip
 
     return load_zip(data, filename)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def read_number(_predictor: models.Predictor, image, method: str):
-    from core.numbers import read_number as core_read_number
-
-    return core_read_number(_predictor, image, method)
-
-
-@st.cache_data(show_spinner="Reading 300 numbers...", max_entries=6)
-def evaluate_builtin_numbers(_predictor: models.Predictor, method: str) -> dict:
-    from core.numbers import compose_numbers, evaluate_numbers
-
-    images, labels = compose_numbers()
-    return evaluate_numbers(_predictor, images, labels, method)
-
-
-@st.cache_data(show_spinner="Reading the numbers...", max_entries=4)
-def evaluate_numbers_zip(_predictor: models.Predictor, data: bytes, filename: str, method: str) -> dict:
-    from core.numbers import evaluate_numbers, load_numbers_zip
-
-    images, labels, _, skipped = load_numbers_zip(data, filename)
-    out = evaluate_numbers(_predictor, images, labels, method)
-    out["skipped_files"] = skipped
-    return out
