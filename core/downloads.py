@@ -464,11 +464,24 @@ def _extract(res: Resource) -> None:
         raise
 
 
-def status(kind: str | None = None) -> list[dict]:
-    """Each resource: name, title, where it goes, whether it is here, and how its integrity is checked.
+def _cached_bytes(res: Resource) -> int | None:
+    """The bytes of the resource's files now in the cache (an archive, not what it unpacks to); None: none."""
+    sizes = []
+    for f in res.files:
+        try:
+            sizes.append(f.path.stat().st_size)
+        except OSError:
+            pass
+    return sum(sizes) if sizes else None
 
-    Looks at file names only (no hashing, no network): cheap enough for a page to call on every rerun.
+
+def status(kind: str | None = None) -> list[dict]:
+    """Each resource: name, title, where it goes, whether it is here, the bytes of its files in the cache
+    (`bytes`, None when none is there), and how its integrity is checked.
+
+    Looks at file names and sizes only (no hashing, no network): cheap enough for a page to call on every rerun.
     """
     return [{"name": r.name, "kind": r.kind, "title": r.title, "path": str(r.path), "present": r.present(),
+             "bytes": _cached_bytes(r),
              "checksum": (f"{r.files[0].algorithm} published by Keras" if r.checksums_published else NO_CHECKSUM),
              "urls": [f.url for f in r.files], "command": r.command, "source": r.source} for r in resources(kind)]

@@ -364,3 +364,16 @@ def test_cli_checks_a_file_copied_by_hand_and_reports_it(tmp_path):
     assert "no checksum" in out["files"][0]["checksum"]
     listed = json.loads(_cli("weights", "list", "--json", env=env).stdout)
     assert {r["name"]: r["present"] for r in listed}["mobilenetv2-96"] is True
+
+
+def test_status_says_what_is_here_and_its_size_without_hashing(keras_home):
+    rows = {r["name"]: r for r in downloads.status()}
+    assert rows["mnist"]["present"] is False and rows["mnist"]["bytes"] is None
+    (keras_home / "datasets").mkdir(parents=True)
+    (keras_home / "datasets" / "mnist.npz").write_bytes(b"x" * 1234)
+    (keras_home / "datasets" / "fashion-mnist").mkdir()
+    (keras_home / "datasets" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"y" * 10)
+    rows = {r["name"]: r for r in downloads.status("data")}
+    assert rows["mnist"]["present"] is True and rows["mnist"]["bytes"] == 1234
+    assert rows["fashion-mnist"]["present"] is False and rows["fashion-mnist"]["bytes"] == 10  # 1 of its 4 files
+    assert set(rows) == {"mnist", "fashion-mnist", "cifar10"}
