@@ -54,7 +54,8 @@ if troubled:  # one bad run folder is listed with its reason; it never hides the
     st.warning("\n".join(f"- **{md_escape(r.id)}** is {r.status}: {md_escape(r.problem)}" for r in troubled))
 table = view.runs_frame(list(runs.values()), shown_path)
 st.dataframe(table[view.COMPACT_COLUMNS], hide_index=True, width="stretch", column_config=view.COLUMN_CONFIG,
-             placeholder="")  # a value a run does not have (a reference run's parameters) is blank
+             placeholder="",  # a value a run does not have (a reference run's parameters) is blank
+             row_height=view.COMPACT_ROW_HEIGHT, height=view.compact_height(len(table)))  # titles wrap, never cut
 with st.expander("Details: every column (id, parameters, time per epoch, device, weights, source, model file, "
                  "problem)"):
     st.dataframe(table, hide_index=True, width="stretch", column_config=view.COLUMN_CONFIG, placeholder="")

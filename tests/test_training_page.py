@@ -354,3 +354,19 @@ def test_older_finished_jobs_are_folded_away():
     at.toggle(key="older_jobs").set_value(True).run()
     assert at.toggle(key="older_jobs").label == "Show 2 older jobs"
     assert sum("Test accuracy **0.8765**" in m.value for m in at.markdown) == 7
+
+
+# --- the runs table at 1024 px ------------------------------------------------------------------------------
+
+def test_titles_wrap_in_the_compact_table_and_the_first_columns_fit_1024_px():
+    """At 1024x768 with the sidebar open the table is 564 px wide: title, status and the three numbers must fit,
+    and the title column's rows must be tall enough that Streamlit wraps a long title (it wraps only above 64 px)."""
+    at = page()
+    compact = at.dataframe[0].proto
+    assert compact.row_height > 64
+    widths = {c: runs_view.COLUMN_CONFIG[c]["width"] for c in runs_view.COMPACT_COLUMNS[:5]}
+    assert sum(widths.values()) <= 564 and widths["title"] >= 240
+    longest = max(len(t) for t in at.dataframe[0].value["title"])  # 81 characters among the shipped runs
+    lines = compact.row_height // 19  # Streamlit's data grid: about 19 px per line of text
+    assert lines * (widths["title"] - 16) // 7 >= longest  # about 7 px per character
+

@@ -30,15 +30,27 @@ DEFAULT_REFERENCE = "lab3-mnist-digit-cnn"
 #: Statuses of runs that did not finish normally: marked, and never overlaid unless chosen.
 UNFINISHED = ("cancelled", "failed", "interrupted", "damaged", "running", "unknown")
 
-#: Widths in pixels: the five first columns fit the 560 px a 1024 px screen leaves with the sidebar open.
+#: Rows of the compact table tall enough for three lines: Streamlit wraps a cell's text only in rows taller than
+#: 64 px (4rem), so a title of up to about 100 characters reads whole in its column instead of being cut.
+COMPACT_ROW_HEIGHT = 68
+#: The compact table shows this many rows before it scrolls (the header and a border included in its height).
+COMPACT_ROWS_SHOWN = 7
+
+
+def compact_height(n_rows: int) -> int:
+    """The compact table's height in pixels: every row up to COMPACT_ROWS_SHOWN, then it scrolls."""
+    return 38 + COMPACT_ROW_HEIGHT * max(1, min(n_rows, COMPACT_ROWS_SHOWN))
+
+
+#: Widths in pixels: the five first columns fit the 564 px a 1024 px screen leaves with the sidebar open.
 COLUMN_CONFIG = {
-    "title": st.column_config.TextColumn(width=190, pinned=True, help="the run's title (rename your own below)"),
-    "status": st.column_config.TextColumn(width=82, help="done, running, cancelled, failed, interrupted (its "
+    "title": st.column_config.TextColumn(width=250, pinned=True, help="the run's title (rename your own below)"),
+    "status": st.column_config.TextColumn(width=80, help="done, running, cancelled, failed, interrupted (its "
                                                           "process died), damaged (unreadable files), published "
                                                           "(reference)"),
-    "test acc": st.column_config.NumberColumn(width=74, format="%.4f"),
-    "best val acc": st.column_config.NumberColumn(width=96, format="%.4f", help="best validation accuracy"),
-    "epochs": st.column_config.NumberColumn(width=62, format="%d"),
+    "test acc": st.column_config.NumberColumn(width=70, format="%.4f"),
+    "best val acc": st.column_config.NumberColumn(width=94, format="%.4f", help="best validation accuracy"),
+    "epochs": st.column_config.NumberColumn(width=60, format="%d"),
     "architecture": st.column_config.TextColumn(width=100),
     "kind": st.column_config.TextColumn(width=82, help="project: trained here; reference: published, read-only"),
     "dataset": st.column_config.TextColumn(width="medium"),
