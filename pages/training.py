@@ -227,6 +227,8 @@ def job_card(job: jobs.Job) -> None:
         # The run's title when it has one (it may have been renamed), else the job's: plain text, never Markdown.
         c1.text(run.title if run is not None and run.status != "damaged" else
                 job.title or f"{DISPLAY_NAMES[job.config['architecture']]} ({job.config['architecture']})")
+        if place := view.job_place(job, visitor):
+            c1.caption(md_escape(place))
         if job.status in ("running", "queued"):
             m = job.last_metrics or {}
             text = (f"epoch {job.epoch}/{job.epochs}" + (f" · val acc {m['val_accuracy']:.4f}"

@@ -370,3 +370,25 @@ def test_titles_wrap_in_the_compact_table_and_the_first_columns_fit_1024_px():
     lines = compact.row_height // 19  # Streamlit's data grid: about 19 px per line of text
     assert lines * (widths["title"] - 16) // 7 >= longest  # about 7 px per character
 
+
+# --- where each job ran -------------------------------------------------------------------------------------
+
+def test_job_cards_say_where_each_job_ran(monkeypatch):
+    job = finished_job()
+    with jobs._connect() as con:
+        con.execute("UPDATE jobs SET node=?, device=?, executor=? WHERE id=?",
+                    ("gpu-3 (10.0.0.7)", "GPU (1x NVIDIA H100 80GB HBM3)", "ray", job.id))
+    at = page()
+    captions = [c.value for c in at.caption]
+    assert "ran on gpu-3 (10.0.0.7) · GPU (1x NVIDIA H100 80GB HBM3) · Ray cluster" in captions
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")  # a visitor: the device, not the host name and address
+    at = page()
+    captions = [c.value for c in at.caption]
+    assert "ran on GPU (1x NVIDIA H100 80GB HBM3) · Ray cluster" in captions
+    assert "10.0.0.7" not in texts(at)
+
+
+def test_a_job_not_started_yet_says_nothing_about_where():
+    jobs.submit(RunConfig.preset("mlp", epochs=2, max_samples=40), start_worker=False)
+    at = page()
+    assert not [c for c in at.caption if c.value.startswith(("ran on", "running on"))]

@@ -213,3 +213,16 @@ def job_signature(listed) -> tuple:
     """What, in the job list, changes the rest of the page: a job's status, and its run folder getting its
     first file (the run then exists). The job monitor reruns the whole page when this changes."""
     return tuple((j.id, j.status, bool(j.run_dir) and (Path(j.run_dir) / "run.json").exists()) for j in listed)
+
+
+EXECUTOR_NAMES = {"local": "local worker", "ray": "Ray cluster"}
+
+
+def job_place(job, visitor: bool = False) -> str:
+    """Where a job runs or ran: node, device and executor, those that are known ("" when none is). A visitor of
+    a read-only server sees the device and executor, not the host name and address."""
+    parts = [] if visitor or not job.node else [job.node]
+    parts += [p for p in (job.device, EXECUTOR_NAMES.get(job.executor or "", job.executor)) if p]
+    if not parts:
+        return ""
+    return ("running on " if job.status == "running" else "ran on ") + " · ".join(parts)
