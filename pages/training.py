@@ -14,7 +14,7 @@ from core.errors import DigitLabError
 from core.models import ARCHITECTURES, DISPLAY_NAMES
 from core.runs import delete_run, list_runs, load_project_run, read_only_reason, rename_run
 from core.training import RunConfig, limits
-from ui import runs_view as view
+from ui import downloads_view, runs_view as view
 from ui.nav import ensure_app_navigation
 from ui.safe import guarded, md_escape, read_only_note, show_error, shown_path
 
@@ -155,6 +155,11 @@ def compare() -> None:
 compare()
 
 st.subheader("Train a new run")
+if not read_only():  # a shared read-only server neither downloads nor shows server paths
+    with st.expander("Data sets and ImageNet weights"):
+        st.caption("What transfer runs and reproductions need, in the Keras cache. Nothing is downloaded "
+                   "unless you press Fetch; offline, Fetch says within seconds how to provide the file by hand.")
+        downloads_view.downloads_list(visitor)
 if read_only():  # visitors of a shared server neither queue jobs nor name server files (weights)
     st.info(read_only_note("queueing and cancelling training runs is turned off"))
 else:

@@ -6,6 +6,7 @@ no test trains or imports TensorFlow.
 import json
 import os
 import re
+import time
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from core import jobs, runs
 from core.process import process_token
 from core.training import RunConfig
-from ui import runs_view
+from ui import downloads_view, runs_view
 from ui.safe import md_escape
 
 TIMEOUT = 120
@@ -371,6 +372,115 @@ def test_titles_wrap_in_the_compact_table_and_the_first_columns_fit_1024_px():
     assert lines * (widths["title"] - 16) // 7 >= longest  # about 7 px per character
 
 
+# --- data sets and ImageNet weights -------------------------------------------------------------------------
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    home = tmp_path / "keras"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setenv("DIGITLAB_MNIST_TEST_DIR", str(tmp_path / "no-mnist"))
+    return home
+
+
+def offline(monkeypatch):
+    """Every download fails as offline, whatever network the test machine has: an unresolvable proxy."""
+    for var in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://proxy.nonexistent.invalid:3128")
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.setenv("NO_PROXY", "")
+
+
+def downloads_section(at):
+    return next(e for e in at.expander if e.label == "Data sets and ImageNet weights")
+
+
+def test_the_downloads_list_says_what_is_here_with_its_size_and_offers_fetch_for_the_rest(keras_home):
+    from tests.test_reproduce import write_mnist
+
+    write_mnist(keras_home)
+    at = page()
+    section = downloads_section(at)
+    lines = [m.value for m in section.markdown]
+    mnist = next(m for m in lines if m.startswith("MNIST"))
+    size = (keras_home / "datasets" / "mnist.npz").stat().st_size
+    assert ":green[here]" in mnist and downloads_view.size_text(size) in mnist
+    assert any(c.value == f"in {keras_home / 'datasets' / 'mnist.npz'}" for c in section.caption)
+    vgg = next(m for m in lines if m.startswith("VGG16"))
+    assert ":orange[missing]" in vgg
+    fetch = {b.key for b in section.button}
+    assert {"fetch_vgg16", "fetch_fashion-mnist", "fetch_cifar10", "fetch_mobilenetv2-96"} <= fetch
+    assert "fetch_mnist" not in fetch  # here already: nothing to fetch
+
+
+def test_fetch_offline_says_so_within_seconds_and_how_to_provide_the_file(keras_home, monkeypatch):
+    offline(monkeypatch)
+    at = page()
+    t0 = time.monotonic()
+    at.button(key="fetch_vgg16").click().run()
+    assert time.monotonic() - t0 < 20  # never hangs: core gives up within its 10 s timeout at most
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "looks offline" in errors[0] and "VGG16 ImageNet weights" in errors[0]
+    manual = " ".join(c.value for c in at.code)
+    assert "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" in manual
+    assert f"copy it to {keras_home / 'models' / 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'}" in manual
+    assert not (keras_home / "models").exists() or not list((keras_home / "models").iterdir())
+    assert at.button(key="fetch_vgg16")  # still offered: try again once online
+
+
+def test_fetch_from_a_server_shows_success_and_the_resource_is_then_here(keras_home, monkeypatch):
+    """A fake resource served on 127.0.0.1: the button downloads it (progress reported), the page reruns and
+    lists it as here."""
+    import hashlib
+    import http.server
+    import threading
+
+    from core import downloads
+
+    body = os.urandom(200_000)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(0, len(body), 8192):
+                self.wfile.write(body[i:i + 8192])
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/w.h5"
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        fake = downloads.Resource("fake-weights", "weights", "Fake weights for a test",
+                                  (downloads.RemoteFile("models/fake.h5", url, hashlib.sha256(body).hexdigest(),
+                                                        "sha256"),), "tests", "python -m core weights fetch fake")
+        table = downloads._resources()
+        monkeypatch.setattr(downloads, "_resources", lambda: {**table, fake.name: fake})
+        monkeypatch.setattr(downloads, "PROGRESS_INTERVAL", 0.0)
+        seen = []
+        real_fetch = downloads.fetch
+        monkeypatch.setattr(downloads, "fetch", lambda name, progress=None, **kw: real_fetch(
+            name, progress=lambda d, t: (seen.append((d, t)), progress(d, t)), **kw))
+        at = page()
+        at.button(key="fetch_fake-weights").click().run()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not at.exception and not at.error
+    assert seen and seen[-1] == (len(body), len(body))  # the page's progress bar was fed to the end
+    assert (keras_home / "models" / "fake.h5").read_bytes() == body
+    success = [s.value for s in at.success]
+    assert len(success) == 1 and "Fake weights for a test: fetched, 200 kB" in success[0]
+    assert "checksum published by Keras verified" in success[0]
+    section = downloads_section(at)
+    assert ":green[here], 200 kB" in " ".join(m.value for m in section.markdown)
+    assert not [b for b in section.button if b.key == "fetch_fake-weights"]
+
+
 # --- where each job ran -------------------------------------------------------------------------------------
 
 def test_job_cards_say_where_each_job_ran(monkeypatch):
@@ -392,3 +502,11 @@ def test_a_job_not_started_yet_says_nothing_about_where():
     jobs.submit(RunConfig.preset("mlp", epochs=2, max_samples=40), start_worker=False)
     at = page()
     assert not [c for c in at.caption if c.value.startswith(("ran on", "running on"))]
+
+
+def test_read_only_has_no_downloads_section(keras_home, monkeypatch):
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")
+    at = page()
+    assert not [e for e in at.expander if e.label == "Data sets and ImageNet weights"]
+    assert not [b for b in at.button if (b.key or "").startswith("fetch_")]
+    assert str(keras_home) not in texts(at)  # no server path
