@@ -1,4 +1,5 @@
-"""Training Runs: compare own and published runs, launch new ones in the background, watch the queue.
+"""Training Runs: compare own and published runs, reproduce a published one, fetch data sets and ImageNet weights,
+launch new runs in the background, watch the queue.
 
 Renders without TensorFlow: it reads the run store and the job queue; training happens in a worker process.
 While a run trains, its curves update live; when a job changes status, the whole page reruns (new runs appear).
@@ -8,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import jobs
+from core import downloads, jobs, reproduce
 from core.config import read_only
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES, DISPLAY_NAMES
@@ -154,6 +155,95 @@ def compare() -> None:
 
 compare()
 
+
+def _queued(job: jobs.Job) -> None:
+    st.toast(f"Queued job {job.id}.", icon=":material/schedule:")
+    # The job monitor below lists it in this run: no need to rerun the page (and lose the toast).
+    st.session_state["job_signature"] = view.job_signature(jobs.list_jobs(limit=20))
+
+
+st.subheader("Published runs, reproduced")
+st.caption("A published run trained again here on its own data set, with the same architecture and settings as "
+           "far as this product has them; then its curve and ours on the same axes.")
+plans = {p.id: p for p in reproduce.plans()}
+if plans:
+    ids = list(plans)
+    ref_id = st.selectbox("Published run", ids, index=ids.index(view.DEFAULT_REFERENCE)
+                          if view.DEFAULT_REFERENCE in ids else 0, key="reproduce_ref",
+                          format_func=lambda i: plans[i].title + ("" if plans[i].reproducible else
+                                                                  " (cannot be reproduced)"))
+    plan = plans[ref_id]
+    ref = runs.get(ref_id)
+    if ref is not None:
+        st.caption(f"Published on {md_escape(ref.dataset)} · source: {md_escape(ref.source)}")
+    if not plan.reproducible:
+        st.warning(md_escape(f"{plan.title} cannot be reproduced: {plan.reason}."))
+    else:
+        downloads_view.show_fetch_message("reproduce_fetch")
+        if plan.missing:
+            st.warning("Not in the Keras cache yet, needed before it can train: "
+                       + "; ".join(md_escape(downloads.get_resource(m).title) for m in plan.missing) + "."
+                       + ("" if visitor else " Fetch it here or under *Data sets and ImageNet weights* below."))
+            for name in plan.missing:
+                res = downloads.get_resource(name)
+                c1, c2 = st.columns([5, 1], vertical_alignment="center")
+                c1.markdown(md_escape(res.title))
+                c1.caption(md_escape(f"or by hand: {res.command}" if not visitor else res.command))
+                if not visitor:
+                    downloads_view.fetch_button(name, "reproduce_fetch", c2)
+        with st.expander(f"How ours differs from the published run ({len(plan.differences)})"):
+            st.markdown("\n".join(f"- {md_escape(d)}" for d in plan.differences))
+        if not visitor:
+            lim = limits(plan.config["architecture"])
+            c1, c2 = st.columns(2)
+            r_epochs = c1.number_input("Epochs", *lim["epochs"], plan.config["epochs"], key=f"repro_epochs_{ref_id}",
+                                       help="The published number; fewer for a quicker look (the comparison "
+                                            "says so).")
+            r_images = c2.number_input(f"Training images (0 = all; else at least {lim['max_samples'][0]})", 0,
+                                       lim["max_samples"][1], 0, step=1000, key=f"repro_images_{ref_id}",
+                                       help="A part of the training set for a quicker look (the comparison says "
+                                            "so).")
+            if st.button("Reproduce", key="reproduce", type="primary", disabled=not plan.ready,
+                         help=None if plan.ready else "Fetch what it needs first (above)."):
+                overrides = {k: v for k, v in (("epochs", int(r_epochs)), ("max_samples", int(r_images) or None))
+                             if v != plan.config.get(k)}
+                try:
+                    _queued(reproduce.queue(ref_id, **overrides))
+                except DigitLabError as e:
+                    show_error(e)
+    mine, cmp = reproduce.reproductions(ref_id), None
+    if mine:
+        names = {r.id: view.reproduction_label(r, reproduce.title_for(plan.title)) for r in mine}
+        run_id = st.selectbox("Reproduction to compare", list(names)[::-1], format_func=names.get,
+                              key=f"reproduction_{ref_id}")  # newest first
+        try:
+            cmp = reproduce.comparison(ref_id, run_id)
+        except DigitLabError as e:  # e.g. its files became unreadable: said here, the rest of the page still works
+            show_error(e)
+            cmp = None
+    if cmp is not None:
+        acc = cmp["test_accuracy"]
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Published test acc", view.accuracy_text(acc["published"]))
+        c2.metric("Our test acc", view.accuracy_text(acc["reproduction"]))
+        c3.metric("Ours - published", "n/a" if acc["difference"] is None else f"{acc['difference']:+.4f}",
+                  help="Difference in final test accuracy: ours minus the published figure (each on its own "
+                       "test set: " + md_escape(cmp["run"]["test_set"] or "not recorded") + ").")
+        for warning in cmp["warnings"]:
+            st.warning(md_escape(warning))
+        if cmp["metrics"]:
+            st.plotly_chart(view.comparison_figure(cmp), width="stretch", key="reproduction_curves")
+            st.caption("Published: open diamonds; ours: circles; training solid, validation dashed. Only what "
+                       "both runs logged is drawn.")
+        else:
+            st.info("The two runs logged no metric in common: nothing to draw on the same axes.")
+        if cmp["differences"]:
+            with st.expander("What differs in this run"):
+                st.markdown("\n".join(f"- {md_escape(d)}" for d in cmp["differences"]))
+    elif not mine and plan.reproducible:
+        st.caption("No reproduction of this run yet: once one has trained, its curve is drawn here over the "
+                   "published one.")
+
 st.subheader("Train a new run")
 if not read_only():  # a shared read-only server neither downloads nor shows server paths
     with st.expander("Data sets and ImageNet weights"):
@@ -205,10 +295,7 @@ else:
                 from core.models import resolve_imagenet_weights
 
                 resolve_imagenet_weights(cfg.architecture, cfg.weights, cfg.input_size)
-            job = jobs.submit(cfg, title=title or None)
-            st.toast(f"Queued job {job.id}.", icon=":material/schedule:")
-            # The job monitor below lists it in this run: no need to rerun the page (and lose the toast).
-            st.session_state["job_signature"] = view.job_signature(jobs.list_jobs(limit=20))
+            _queued(jobs.submit(cfg, title=title or None))
         except DigitLabError as e:
             show_error(e)
 

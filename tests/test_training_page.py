@@ -481,6 +481,139 @@ def test_fetch_from_a_server_shows_success_and_the_resource_is_then_here(keras_h
     assert not [b for b in section.button if b.key == "fetch_fake-weights"]
 
 
+# --- published runs, reproduced -----------------------------------------------------------------------------
+
+def choose_reference(at, reference_id):
+    at.selectbox(key="reproduce_ref").set_value(reference_id).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_reproduce_queues_the_published_settings_on_its_own_data(keras_home):
+    from tests.test_reproduce import write_fashion_mnist
+
+    write_fashion_mnist(keras_home)
+    at = choose_reference(page(), "prac2-fashion-cnn-simple")
+    assert not at.warning  # its data is here: nothing missing
+    assert at.number_input(key="repro_epochs_prac2-fashion-cnn-simple").value == 10  # the published number
+    at.number_input(key="repro_epochs_prac2-fashion-cnn-simple").set_value(2)
+    at.number_input(key="repro_images_prac2-fashion-cnn-simple").set_value(500)
+    assert not at.button(key="reproduce").disabled
+    at.button(key="reproduce").click().run()
+    assert not at.exception and not at.error
+    queued = jobs.list_jobs()
+    assert len(queued) == 1 and queued[0].status == "queued"
+    job = queued[0]
+    assert job.title == "Reproduction of Model 1: CNN simple 32-64 (Fashion-MNIST)"
+    assert (job.config["reproduces"], job.config["dataset"], job.config["architecture"]) == \
+        ("prac2-fashion-cnn-simple", "fashion-mnist", "cnn")
+    assert (job.config["epochs"], job.config["max_samples"], job.config["batch_size"]) == (2, 500, 64)
+    assert any(f"**Job {job.id}** · `queued`" in m.value for m in at.markdown)  # its card, at once
+
+
+def test_missing_data_is_named_with_a_fetch_and_reproduce_waits_for_it(keras_home, monkeypatch):
+    offline(monkeypatch)
+    at = page()  # the published MNIST CNN is chosen first; full MNIST is not in the Keras cache
+    assert at.selectbox(key="reproduce_ref").value == "lab3-mnist-digit-cnn"
+    warning = " ".join(w.value for w in at.warning)
+    assert "needed before it can train: MNIST (60,000 training and 10,000 test digits)" in warning
+    assert at.button(key="reproduce").disabled
+    assert "or by hand: python -m core data fetch mnist" in [c.value for c in at.caption]
+    at.button(key="reproduce_fetch_mnist").click().run()
+    assert not at.exception
+    assert "looks offline" in at.error[0].value and "datasets/mnist.npz" in at.code[0].value
+    assert not jobs.list_jobs()
+
+
+def test_a_polymnist_run_says_why_it_cannot_be_reproduced(keras_home):
+    at = choose_reference(page(), "lab3-polymnist-cnn")
+    assert "(cannot be reproduced)" in at.selectbox(key="reproduce_ref").format_func("lab3-polymnist-cnn")
+    warning = " ".join(w.value for w in at.warning)
+    assert "cannot be reproduced: PolyMNIST" in warning and "Keras does not publish" in warning
+    assert not [b for b in at.button if b.key == "reproduce"]
+
+
+def reproduction(run_id="20261123-120000-cnn", status="done", test_accuracy=0.9, epochs=3):
+    """A finished reproduction of the published Fashion-MNIST simple CNN (published test accuracy 0.91)."""
+    w = own_run(run_id, title="Reproduction of Model 1: CNN simple 32-64 (Fashion-MNIST)", status=status,
+                test_accuracy=test_accuracy, epochs=epochs, architecture="cnn", dataset="fashion-mnist",
+                batch_size=64, reproduces="prac2-fashion-cnn-simple")
+    w.update_info(reproduces="prac2-fashion-cnn-simple", dataset="fashion-mnist")
+    return w
+
+
+def comparison_chart(at) -> dict:
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if any(t.get("name", "").startswith(("published,", "ours,")) for t in spec["data"]):
+            return spec
+    raise AssertionError("no comparison chart")
+
+
+def test_a_reproduction_is_overlaid_on_the_published_curve_with_the_accuracy_difference(keras_home):
+    reproduction()
+    at = choose_reference(page(), "prac2-fashion-cnn-simple")
+    fig = comparison_chart(at)
+    names = {t["name"] for t in fig["data"]}
+    assert names == {"published, train", "ours, train"}  # the report logged no validation curve
+    assert {t["yaxis"] for t in fig["data"]} == {"y", "y2"}  # loss and accuracy, each on shared axes
+    published = [t for t in fig["data"] if t["name"] == "published, train"]
+    ours = [t for t in fig["data"] if t["name"] == "ours, train"]
+    assert points(published[0]["x"]) == 10 and points(ours[0]["x"]) == 3  # epochs on the same x axis
+    assert {t["marker"]["symbol"] for t in published} == {"diamond-open"}
+    assert len({t["line"]["color"] for t in published + ours}) == 2
+    assert fig["layout"]["legend"]["x"] >= 1 and fig["layout"]["legend"]["xanchor"] == "left"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Published test acc": "0.9100", "Our test acc": "0.9000", "Ours - published": "-0.0100"}
+    assert at.selectbox(key="reproduction_prac2-fashion-cnn-simple").options == \
+        ["20261123-120000-cnn (done, test acc 0.9000)"]
+    assert not at.warning or "does not record" not in " ".join(w.value for w in at.warning)
+
+
+def test_a_reproduction_cut_short_says_so(keras_home):
+    reproduction(status="cancelled", test_accuracy=None, epochs=2)
+    at = choose_reference(page(), "prac2-fashion-cnn-simple")
+    assert {m.label: m.value for m in at.metric}["Ours - published"] == "n/a"
+    assert any("is cancelled: its curve stops at epoch 2" in w.value for w in at.warning)
+
+
+def test_read_only_shows_plans_and_comparisons_but_no_fetch_or_reproduce(keras_home, monkeypatch):
+    reproduction()
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")
+    at = page()
+    assert not [e for e in at.expander if e.label == "Data sets and ImageNet weights"]
+    assert not [b for b in at.button if b.key == "reproduce" or (b.key or "").startswith(("fetch_", "reproduce_fetch_"))]
+    assert str(keras_home) not in texts(at)  # no server path
+    assert "MNIST (60,000 training and 10,000 test digits)" in " ".join(w.value for w in at.warning)  # still said
+    at = choose_reference(at, "prac2-fashion-cnn-simple")
+    assert comparison_chart(at) and {m.label for m in at.metric} >= {"Ours - published"}
+    assert not [b for b in at.button if b.key == "reproduce"]
+
+
+
+def test_reproducing_and_comparing_never_import_tensorflow(keras_home):
+    """Queueing a reproduction and drawing the comparison read files only; training happens in the worker."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_reproduce import write_fashion_mnist
+
+    write_fashion_mnist(keras_home)
+    reproduction()
+    code = ("import sys; from core import jobs; jobs.ensure_worker = lambda: None; "
+            "from streamlit.testing.v1 import AppTest; "
+            "at = AppTest.from_file('pages/training.py', default_timeout=60).run(); "
+            "at.selectbox(key='reproduce_ref').set_value('prac2-fashion-cnn-simple').run(); "
+            "at.button(key='reproduce').click().run(); "
+            "assert not at.exception and not at.error, (at.exception, at.error); "
+            "assert len(at.get('plotly_chart')) == 2 and len(jobs.list_jobs()) == 1; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=os.environ.copy())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "False"]
+
 # --- where each job ran -------------------------------------------------------------------------------------
 
 def test_job_cards_say_where_each_job_ran(monkeypatch):
@@ -502,7 +635,6 @@ def test_a_job_not_started_yet_says_nothing_about_where():
     jobs.submit(RunConfig.preset("mlp", epochs=2, max_samples=40), start_worker=False)
     at = page()
     assert not [c for c in at.caption if c.value.startswith(("ran on", "running on"))]
-
 
 def test_read_only_has_no_downloads_section(keras_home, monkeypatch):
     monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")

@@ -215,6 +215,55 @@ def job_signature(listed) -> tuple:
     return tuple((j.id, j.status, bool(j.run_dir) and (Path(j.run_dir) / "run.json").exists()) for j in listed)
 
 
+#: The comparison of a published run and its reproduction: one colour per source, the markers of the overlay
+#: above (open diamonds: published), train solid and validation dashed.
+COMPARISON_STYLE = {
+    "published": dict(color=PALETTE[1], marker=dict(symbol="diamond-open", size=7), width=1.5, name="published"),
+    "reproduction": dict(color=PALETTE[0], marker=dict(symbol="circle", size=5), width=2, name="ours"),
+}
+
+
+def comparison_figure(cmp: dict) -> go.Figure:
+    """core.reproduce.comparison's series on the same axes: loss above accuracy (the panels of the metrics both
+    runs logged), epoch along x, the published curve and ours in two colours, the legend right of the plot."""
+    series = pd.DataFrame(cmp["series"], columns=["source", "label", "epoch", "metric", "value", "elapsed_seconds"])
+    metrics = list(cmp["metrics"])
+    panels = [(base, [m for m in (base, f"val_{base}") if m in metrics]) for base in ("loss", "accuracy")]
+    panels = [(base, ms) for base, ms in panels if ms]
+    n = len(panels)
+    traces, layout = [], {}
+    for k, (base, ms) in enumerate(panels):
+        axis = "y" if k == 0 else f"y{k + 1}"
+        top = 1 - k / n
+        layout["yaxis" if k == 0 else f"yaxis{k + 1}"] = dict(
+            domain=[max(0.0, top - 1 / n + (0.06 if k < n - 1 else 0)), top], title=dict(text=base))
+        for source in ("published", "reproduction"):
+            style = COMPARISON_STYLE[source]
+            for metric in ms:
+                part = "validation" if metric.startswith("val_") else "train"
+                rows = series[(series["source"] == source) & (series["metric"] == metric)].sort_values("epoch")
+                if rows.empty:
+                    continue
+                traces.append(dict(
+                    type="scatter", x=rows["epoch"].tolist(), y=rows["value"].tolist(), xaxis="x", yaxis=axis,
+                    name=f"{style['name']}, {part}", legendgroup=f"{source}-{part}", showlegend=k == 0 or
+                    not any(t["legendgroup"] == f"{source}-{part}" for t in traces),
+                    mode="lines+markers", line=dict(color=style["color"], width=style["width"],
+                                                    dash="dash" if part == "validation" else "solid"),
+                    marker=dict(color=style["color"], **style["marker"]),
+                    hovertemplate=f"{style['name']} {part} {base} %{{y:.4f}}<br>epoch %{{x}}<extra></extra>"))
+    return go.Figure(data=traces, layout=dict(
+        height=220 + 190 * n, margin=dict(l=10, r=10, t=34, b=10),  # the toolbar above the legend, not on it
+        xaxis=dict(anchor=f"y{n}" if n > 1 else "y", title=dict(text="epoch")), **layout,
+        legend=dict(x=1.01, xanchor="left", y=1, yanchor="top", groupclick="togglegroup", font=dict(size=11),
+                    title_text="curves"),
+        hoverlabel=dict(namelength=-1)))
+
+
+def accuracy_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 EXECUTOR_NAMES = {"local": "local worker", "ray": "Ray cluster"}
 
 
@@ -226,3 +275,10 @@ def job_place(job, visitor: bool = False) -> str:
     if not parts:
         return ""
     return ("running on " if job.status == "running" else "ran on ") + " · ".join(parts)
+
+
+def reproduction_label(run, default_title: str) -> str:
+    """A reproduction in its chooser: id, status and test accuracy (its title only when renamed: by default
+    every reproduction of one published run has the same title)."""
+    acc = "" if run.test_accuracy is None else f", test acc {run.test_accuracy:.4f}"
+    return f"{run.id} ({run.status}{acc})" + ("" if run.title == default_title else f": {run.title}")
