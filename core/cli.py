@@ -222,7 +222,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from core.runs import delete_run, list_runs, rename_run
+    from core.runs import backbone_start, delete_run, list_runs, rename_run
 
     if args.action == "reproduce":
         return cmd_reproduce(args)
@@ -243,9 +243,11 @@ def cmd_runs(args) -> int:
     for r in runs:
         d = r.as_dict()
         d.pop("history_file", None)
+        d["start"] = backbone_start(r)  # transfer (ImageNet, a weights file) or scratch, where it can be either
         out.append(d)
-    lines = [f"{'id':<34} {'kind':<9} {'status':<11} {'arch':<11} {'epochs':>6} {'test acc':>8}  dataset"]
-    lines += [f"{r.id:<34} {r.kind:<9} {r.status:<11} {r.architecture:<11} {r.epochs:>6} "
+    lines = [f"{'id':<34} {'kind':<9} {'status':<11} {'arch':<11} {'start':<9} {'epochs':>6} {'test acc':>8}  "
+             "dataset"]
+    lines += [f"{r.id:<34} {r.kind:<9} {r.status:<11} {r.architecture:<11} {backbone_start(r) or '-':<9} {r.epochs:>6} "
               f"{'' if r.test_accuracy is None else f'{r.test_accuracy:.4f}':>8}  {r.dataset}"
               + (f"\n{'':<34} {r.status}: {r.problem}" if r.status in ("damaged", "interrupted") else "")
               for r in runs]

@@ -106,6 +106,12 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def published_weights() -> dict[str, str]:
+    """What each published run's backbone started from, as its recipe states it: reference id -> "imagenet"
+    or "none" (only the runs whose architecture can start either way: VGG16, MobileNetV2)."""
+    return {rid: r.settings["weights"] for rid, r in RECIPES.items() if r.settings and "weights" in r.settings}
+
+
 def _references() -> dict:
     from core.runs import load_reference_runs
 

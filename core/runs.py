@@ -283,6 +283,9 @@ def load_reference_runs(folder: Path | None = None) -> list[RunInfo]:
     except (OSError, ValueError) as e:
         return [damaged_run(index, f"runs.json: {e}", kind="reference")]
     runs = []
+    from core.reproduce import published_weights
+
+    weights = published_weights()  # what a published backbone started from, as its recipe states it
     for k, r in enumerate(entries):
         try:
             hist_file = folder / r["history_csv"]
@@ -295,13 +298,24 @@ def load_reference_runs(folder: Path | None = None) -> list[RunInfo]:
                 test_loss=_number(r.get("test_loss"), "test_loss"), best_val_accuracy=best_val,
                 params=r.get("params"), trainable_params=r.get("trainable_params"), seconds_per_epoch=per_epoch,
                 batch_size=r.get("batch_size"), source=r.get("source", ""), notes=r.get("notes", ""),
-                path=str(folder), history_file=str(hist_file),
+                path=str(folder), history_file=str(hist_file), weights=weights.get(r["id"], ""),
             ))
         except (OSError, ValueError, KeyError, TypeError, csv.Error) as e:
             name = r.get("id") if isinstance(r, dict) and r.get("id") else f"entry {k + 1}"
             bad = damaged_run(folder / str(name), f"runs.json {name}: {type(e).__name__}: {e}", kind="reference")
             runs.append(bad)
     return runs
+
+
+TRANSFER_ARCHITECTURES = ("vgg16", "mobilenetv2")
+
+
+def backbone_start(run: RunInfo) -> str:
+    """How a run's backbone started, for the architectures that can start either way: "ImageNet" (Keras'
+    weights), "weights file" (a user's .h5) or "scratch"; "" for the others (always trained from scratch)."""
+    if run.architecture.lower() not in TRANSFER_ARCHITECTURES or not run.weights:
+        return ""
+    return {"imagenet": "ImageNet", "none": "scratch"}.get(run.weights, "weights file")
 
 
 def list_runs(include_reference: bool = True, user_dir: Path | None = None) -> list[RunInfo]:

@@ -212,3 +212,19 @@ def test_run_settings_of_project_and_reference_runs():
     assert ref == {"architecture": "CNN", "dataset": "MNIST (54k train / 6k val / 10k test)", "epochs run": 20,
                    "batch_size": 128}  # what was published, nothing invented
     assert runs.run_settings(runs.get_run("prac2-fashion-cnn-simple"))["params"] == 50186
+
+
+@pytest.mark.parametrize("architecture, weights, start", [
+    ("VGG16", "imagenet", "ImageNet"), ("MobileNetV2", "none", "scratch"), ("VGG16", "/data/my.h5", "weights file"),
+    ("CNN", "none", ""), ("VGG16", "", ""),
+])
+def test_backbone_start_tells_transfer_from_scratch(architecture, weights, start):
+    run = runs.RunInfo(id="r", kind="project", architecture=architecture, title="", dataset="", status="done",
+                       epochs=1, test_accuracy=None, weights=weights)
+    assert runs.backbone_start(run) == start
+
+
+def test_published_transfer_and_scratch_runs_say_how_they_started():
+    starts = {r.id: runs.backbone_start(r) for r in runs.load_reference_runs()}
+    assert starts["prac2-fashion-vgg16-transfer"] == "ImageNet" and starts["tec-fashion-mobilenetv2"] == "ImageNet"
+    assert starts["prac2-fashion-vgg16-scratch"] == "scratch" and starts["lab3-mnist-digit-cnn"] == ""

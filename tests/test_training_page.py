@@ -92,6 +92,9 @@ def test_compact_table_shows_titles_and_the_essential_columns():
     assert {"id", "params", "trainable params", "s / epoch", "device", "weights", "source", "model file",
             "problem"} <= set(details.columns)
     assert details.set_index("id").loc["20261123-101010-mlp", "title"] == "My tiny MLP"
+    arch = details.set_index("id")["architecture"]  # transfer and scratch told apart where both are possible
+    assert arch["prac2-fashion-vgg16-transfer"] == "VGG16 · ImageNet" and arch["vgg16-scratch-32"] == "VGG16 · scratch"
+    assert arch["20261123-101010-mlp"] == "MLP"
 
 
 def test_reference_runs_show_blanks_not_none():

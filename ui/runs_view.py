@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from core.runs import COMMON_SETTINGS, HISTORY_COLUMNS, RunInfo, read_only_reason, run_settings
+from core.runs import COMMON_SETTINGS, HISTORY_COLUMNS, RunInfo, backbone_start, read_only_reason, run_settings
 
 #: One colour per overlaid run, in order (train solid, validation dashed): D3's ten, the best known to tell apart
 #: on white, then ten of Dark24 that are far from them (black, violet, magenta, teal, ochre, crimson, ...).
@@ -78,11 +78,19 @@ def option_label(run: RunInfo, label: str) -> str:
     return f"{label} [{run.status}]" if run.status in UNFINISHED else label
 
 
+def architecture_label(run: RunInfo) -> str:
+    """"VGG16 · ImageNet", "VGG16 · scratch", "CNN": the architecture and, where it can be either, its start."""
+    start = backbone_start(run)
+    return f"{run.architecture} · {start}" if start else run.architecture
+
+
 def runs_frame(runs: list[RunInfo], shown_path=str) -> pd.DataFrame:
     """Every run, every column (the compact table is `COMPACT_COLUMNS` of it). Missing numbers are pandas NA,
-    which the table shows blank; missing text is ""."""
+    which the table shows blank; missing text is "". The architecture says how a transfer-capable backbone
+    started (VGG16 · ImageNet, VGG16 · scratch), so every table tells transfer runs from scratch ones."""
     rows = [{
-        "title": r.title, "kind": r.kind, "architecture": r.architecture, "dataset": r.dataset,
+        "title": r.title, "kind": r.kind,
+        "architecture": architecture_label(r), "dataset": r.dataset,
         "status": r.status, "epochs": r.epochs, "best val acc": r.best_val_accuracy, "test acc": r.test_accuracy,
         "id": r.id, "params": r.params, "trainable params": r.trainable_params, "s / epoch": r.seconds_per_epoch,
         "device": r.device, "weights": shown_path(r.weights) if r.weights else "", "source": r.source,
