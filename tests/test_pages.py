@@ -146,7 +146,10 @@ def test_training_page_lists_project_and_reference_runs():
     assert not at.exception and not at.error
     table = at.dataframe[0].value  # the compact table; every column is in the details table below it
     assert {"reference", "project"} <= set(table["kind"])
-    assert {"MLP", "CNN", "VGG16", "MobileNetV2"} <= set(table["architecture"])
+    # transfer architectures say how they started: "VGG16 · ImageNet" or "VGG16 · scratch"
+    archs = {a.split(" · ")[0] for a in table["architecture"]}
+    assert {"MLP", "CNN", "VGG16", "MobileNetV2"} <= archs
+    assert all(" · " in a for a in table["architecture"] if a.startswith(("VGG16", "MobileNetV2")))
     assert {"epochs", "best val acc", "test acc"} <= set(table.columns)
     details = at.dataframe[1].value
     assert {"params", "trainable params", "epochs", "s / epoch", "best val acc", "test acc"} <= set(details.columns)
