@@ -52,8 +52,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 """
 #: Columns added after the first release: (name, type), added to an older database when it is opened.
-LOCK_WAIT_S = 30  # how long a new worker waits for a dead worker's lock to be released
 ADDED_COLUMNS = (("node", "TEXT"), ("device", "TEXT"), ("executor", "TEXT"))
+
+
+LOCK_WAIT_S = 30  # how long a new worker waits for a dead worker's lock to be released
 
 
 def jobs_dir() -> Path:
@@ -355,6 +357,25 @@ def _lock_path() -> Path:
     return jobs_dir() / "worker.lock"
 
 
+def _wait_lock_path() -> Path:
+    """Held by the one worker waiting for a dead worker's lock: the page polls every few seconds, and each
+    poll in that moment must not start one more waiting worker."""
+    return jobs_dir() / "worker.wait.lock"
+
+
+def _held_by_other(path: Path) -> bool:
+    """Whether another process holds an exclusive flock on `path`."""
+    import fcntl
+
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
 def _lock_holder_alive(f) -> bool:
     """The lock is taken: is the worker that took it still alive? Its pid is written in the lock file. A
     killed worker's lock outlives it by a moment (its threads tear down after the main one shows as exited),
@@ -368,7 +389,8 @@ def _lock_holder_alive(f) -> bool:
 
 
 def worker_running() -> bool:
-    """True when a live worker holds the lock (one holding it while it dies does not count)."""
+    """True when a live worker holds the lock, or one is already waiting to take it over from a worker that
+    holds it while it dies."""
     import fcntl
 
     jobs_dir().mkdir(parents=True, exist_ok=True)
@@ -376,7 +398,7 @@ def worker_running() -> bool:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _lock_holder_alive(f)
+            return _lock_holder_alive(f) or _held_by_other(_wait_lock_path())
         fcntl.flock(f, fcntl.LOCK_UN)
         return False
 
@@ -396,18 +418,29 @@ def ensure_worker() -> None:
 
 
 def _take_lock(lock, wait_s: float) -> bool:
-    """Take the worker lock, trying for up to wait_s seconds; write our pid in it for worker_running."""
+    """Take the worker lock, trying for up to wait_s seconds; write our pid in it for worker_running.
+    Only one worker waits: a second one finding the wait lock taken leaves the queue to the first."""
     import fcntl
 
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline or _lock_holder_alive(lock):
-                return False  # a live worker has it: it runs the queue, nothing to wait for
-            time.sleep(0.2)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if wait_s <= 0 or _lock_holder_alive(lock):
+            return False  # a live worker has it: it runs the queue, nothing to wait for
+        with open(_wait_lock_path(), "a+") as waiting:
+            try:
+                fcntl.flock(waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # another worker is already waiting for this lock
+            deadline = time.monotonic() + wait_s
+            while True:
+                time.sleep(0.2)
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline or _lock_holder_alive(lock):
+                        return False
     lock.seek(0)
     lock.truncate()
     lock.write(str(os.getpid()))
@@ -455,8 +488,6 @@ def run_worker(once: bool = False, wait_lock: float = 0.0) -> int:
     Under DIGITLAB_EXECUTOR=ray it is the dispatcher instead (core.executors.dispatch): same lock, same queue,
     the jobs run as Ray tasks on the cluster's nodes, several at once.
     """
-    import fcntl
-
     from core.executors import executor_name
 
     jobs_dir().mkdir(parents=True, exist_ok=True)

@@ -129,3 +129,29 @@ def test_a_new_worker_waits_for_a_dying_workers_lock_and_runs_the_queue():
     assert jobs.run_worker(wait_lock=30) == 1
     assert jobs.get_job(job.id).status == "done"
     assert jobs._lock_path().read_text() == str(os.getpid())
+
+
+def test_only_one_worker_waits_for_a_dying_workers_lock(monkeypatch):
+    """The page polls every 2 s; while a dying worker still holds the lock, polls must not pile up waiters."""
+    import fcntl
+    import threading
+
+    jobs.jobs_dir().mkdir(parents=True, exist_ok=True)
+    held = open(jobs._lock_path(), "a+")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    held.write(str(_dead_pid()))
+    held.flush()
+    assert not jobs.worker_running()  # nobody waits yet: a poll now would start the one waiter
+    waiter = threading.Thread(target=jobs.run_worker, kwargs={"wait_lock": 30})
+    waiter.start()
+    assert wait_for(jobs.worker_running, 5)
+    started = []
+    monkeypatch.setattr(jobs.subprocess, "Popen", lambda *a, **k: started.append(a))
+    for _ in range(3):
+        jobs.ensure_worker()
+    with open(jobs._lock_path(), "a+") as second:
+        assert not jobs._take_lock(second, 30)  # a second waiter leaves at once
+    assert started == []
+    held.close()
+    waiter.join(10)
+    assert not waiter.is_alive() and jobs._lock_path().read_text() == str(os.getpid())
