@@ -104,10 +104,14 @@ class Resource:
         return all(f.checksum for f in self.files)
 
     def present(self) -> bool:
-        """Every file (and the extracted folder) is in the cache. Checks existence only: cheap, no hashing."""
-        if not all(f.path.is_file() for f in self.files):
+        """Every file (and the extracted folder) is in the cache. Checks existence only: cheap, no hashing.
+        A cache that cannot be looked at (no permission) counts as missing: fetching then says why."""
+        try:
+            if not all(f.path.is_file() for f in self.files):
+                return False
+            return not self.extract_to or all((self.path / e).is_file() for e in self.expect)
+        except OSError:
             return False
-        return not self.extract_to or all((self.path / e).is_file() for e in self.expect)
 
 
 def _sha(hexdigest: str) -> tuple[str, str]:
@@ -189,7 +193,11 @@ def manual_instructions(res: Resource) -> str:
     """How to provide a resource by hand: the URL(s) to fetch elsewhere, the exact path(s) to copy to."""
     lines = ["To provide it by hand, download on a machine with internet:"]
     for f in res.files:
-        lines.append(f"  {f.url}\n  and copy it to {f.path}")
+        renamed = Path(urllib.parse.urlparse(f.url).path).name != f.path.name
+        # Keras looks for a cached archive under its own name, not the one in the URL: say so, or the
+        # "_archive" suffix reads like a typo
+        lines.append(f"  {f.url}\n  and copy it to {f.path}"
+                     + (" (this exact name, which is where Keras looks for it)" if renamed else ""))
     one = len(res.files) == 1
     it, its = ("the file", "its") if one else ("the files", "their")
     check = (f"checks {it} against the {res.files[0].algorithm} Keras publishes" if res.checksums_published

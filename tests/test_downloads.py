@@ -377,3 +377,18 @@ def test_status_says_what_is_here_and_its_size_without_hashing(keras_home):
     assert rows["mnist"]["present"] is True and rows["mnist"]["bytes"] == 1234
     assert rows["fashion-mnist"]["present"] is False and rows["fashion-mnist"]["bytes"] == 10  # 1 of its 4 files
     assert set(rows) == {"mnist", "fashion-mnist", "cifar10"}
+
+
+def test_an_unreadable_cache_counts_as_missing_instead_of_breaking_the_listing(keras_home, monkeypatch):
+    """A Keras cache the server user may not look into (PermissionError from stat) must not break the
+    Training Runs page, which lists every resource on each rerun."""
+    real_stat = Path.stat
+
+    def denied(self, *args, **kwargs):
+        if str(self).startswith(str(keras_home)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", denied)
+    rows = downloads.status()
+    assert rows and all(r["present"] is False and r["bytes"] is None for r in rows)
