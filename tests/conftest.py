@@ -12,8 +12,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own data home: no test sees another's runs, jobs or collected digits."""
+    """Every test gets its own data home: no test sees another's runs, jobs or collected digits. No background
+    warm-up either (it would load TensorFlow and freeze the heap under unrelated page tests); test_warmup.py
+    turns it back on for its own tests."""
     monkeypatch.setenv("DIGITLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DIGITLAB_WARMUP", "0")
 
 
 @pytest.fixture
@@ -21,6 +24,7 @@ def offline_keras(tmp_path, monkeypatch):
     """No Keras cache (so no ImageNet weights, no downloaded data sets) and no MNIST test set: a fresh machine."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("DIGITLAB_MNIST_TEST_DIR", str(tmp_path / "no-mnist"))
+    return tmp_path / "keras"  # the Keras cache folder (not created), for tests that fill it
 
 
 def tiny(epochs=1, **kw):

@@ -139,6 +139,8 @@ def _freeze_heap() -> None:
     They live as long as the server, yet every full collection walked them all: a Training Runs rerun cost
     0.45 s of CPU with TensorFlow loaded, 0.13 s after the freeze (AppTest, 6 reruns each way, this 2-core
     machine). Objects frozen here are still freed by reference counting; only cycles among them would stay.
+    That includes whatever the first sessions hold at this moment (their pages' objects), not only TensorFlow's:
+    a few cycles kept for the server's life, against a collector that no longer walks half a million objects.
     """
     gc.collect()  # garbage made by the imports goes first, so none of it is kept for good
     gc.freeze()
