@@ -185,12 +185,9 @@ if plans:
                        + "; ".join(md_escape(downloads.get_resource(m).title) for m in plan.missing) + "."
                        + ("" if visitor else " Fetch it here or under *Data sets and ImageNet weights* below."))
             for name in plan.missing:
-                res = downloads.get_resource(name)
-                c1, c2 = st.columns([5, 1], vertical_alignment="center")
-                c1.markdown(md_escape(res.title))
-                c1.caption(md_escape(f"or by hand: {res.command}" if not visitor else res.command))
-                if not visitor:
-                    downloads_view.fetch_button(name, "reproduce_fetch", c2)
+                command = downloads.get_resource(name).command
+                downloads_view.resource_row(name, "reproduce_fetch", caption=md_escape(
+                    command if visitor else f"or by hand: {command}"), fetch=not visitor)
         with st.expander(f"How ours differs from the published run ({len(plan.differences)})"):
             st.markdown("\n".join(f"- {md_escape(d)}" for d in plan.differences))
         if not visitor:
@@ -249,7 +246,7 @@ if not read_only():  # a shared read-only server neither downloads nor shows ser
     with st.expander("Data sets and ImageNet weights"):
         st.caption("What transfer runs and reproductions need, in the Keras cache. Nothing is downloaded "
                    "unless you press Fetch; offline, Fetch says within seconds how to provide the file by hand.")
-        downloads_view.downloads_list(visitor)
+        downloads_view.downloads_list()
 if read_only():  # visitors of a shared server neither queue jobs nor name server files (weights)
     st.info(read_only_note("queueing and cancelling training runs is turned off"))
 else:

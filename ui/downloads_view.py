@@ -107,15 +107,21 @@ def show_fetch_message(place: str) -> None:
         st.success(md_escape(message[1]))
 
 
-def downloads_list(visitor: bool, place: str = "fetch") -> None:
+def resource_row(name: str, place: str, caption: str, state: str = "", fetch: bool = True) -> None:
+    """One resource on a line: its title (and `state`, Markdown), `caption` (Markdown) below, and a Fetch
+    button at the right when `fetch`. The one row for the downloads list and a reproduction's needs."""
+    c1, c2 = st.columns([5, 1], vertical_alignment="center")
+    c1.markdown(md_escape(downloads.get_resource(name).title) + (f" · {state}" if state else ""))
+    c1.caption(caption)
+    if fetch:
+        fetch_button(name, place, c2)
+
+
+def downloads_list(place: str = "fetch") -> None:
     """Every resource core.downloads knows, weights then data sets: here (size, place) or missing, with a Fetch
-    button per missing one (none for a visitor of a read-only server)."""
+    button per missing one. Not for visitors of a read-only server (it shows server paths)."""
     show_fetch_message(place)
     for kind, heading in (("weights", "ImageNet weights (transfer runs)"), ("data", "Training data sets")):
         st.markdown(f"**{heading}**")
         for row in downloads.status(kind):
-            c1, c2 = st.columns([5, 1], vertical_alignment="center")
-            c1.markdown(f"{md_escape(row['title'])} · {resource_state(row)}")
-            c1.caption(resource_place(row))
-            if not row["present"] and not visitor:
-                fetch_button(row["name"], place, c2)
+            resource_row(row["name"], place, resource_place(row), resource_state(row), fetch=not row["present"])
