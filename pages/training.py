@@ -36,18 +36,22 @@ st.session_state["job_signature"] = view.job_signature(listed_jobs)
 training_now = any(r.status == "running" for r in runs.values()) or any(j.status == "running" for j in listed_jobs)
 
 # What is overlaid is kept in session state ("overlay"), apart from the widget: runs that appear (a job started
-# or finished) join it and deleted runs leave it by giving the multiselect a new key with that default. Setting
-# a widget's value from the script while the live fragments poll loses the change to the browser's stale copy.
+# or finished) join it, deleted runs leave it, and an overlaid run whose status changed gets its new label, by
+# giving the multiselect a new key with that default. Setting a widget's value from the script while the live
+# fragments poll loses the change to the browser's stale copy, and the browser keeps a chosen option's old label
+# ("[running]" after the run finished) for as long as the widget lives.
 overlay, generation = st.session_state.get("overlay"), st.session_state.get("overlay_generation", 0)
+statuses = {i: r.status for i, r in runs.items()}
 if overlay is None:
     overlay = view.default_overlay(runs)
 else:
-    known = st.session_state.get("known_runs", set(runs))
+    known = st.session_state.get("known_runs", statuses)
     fresh = [i for i, r in runs.items() if i not in known and r.kind == "project" and r.status in ("running", "done")]
     kept = [i for i in overlay if i in runs]
-    if fresh or kept != overlay:
+    relabelled = any(known.get(i) != statuses[i] for i in kept)
+    if fresh or kept != overlay or relabelled:
         overlay, generation = kept + [i for i in fresh if i not in kept], generation + 1
-st.session_state.update(overlay=overlay, overlay_generation=generation, known_runs=set(runs))
+st.session_state.update(overlay=overlay, overlay_generation=generation, known_runs=statuses)
 
 st.subheader("Runs")
 troubled = [r for r in runs.values() if r.status in ("damaged", "interrupted")]
@@ -57,6 +61,9 @@ table = view.runs_frame(list(runs.values()), shown_path)
 st.dataframe(table[view.COMPACT_COLUMNS], hide_index=True, width="stretch", column_config=view.COLUMN_CONFIG,
              placeholder="",  # a value a run does not have (a reference run's parameters) is blank
              row_height=view.COMPACT_ROW_HEIGHT, height=view.compact_height(len(table)))  # titles wrap, never cut
+if len(table) > view.COMPACT_ROWS_SHOWN:  # the grid shows no scroll bar until the pointer is over it
+    st.caption(f"{len(table)} runs: {view.COMPACT_ROWS_SHOWN} in view, scroll the table for the rest; a click on a "
+               "column header sorts by it.")
 with st.expander("Details: every column (id, parameters, time per epoch, device, weights, source, model file, "
                  "problem)"):
     st.dataframe(table, hide_index=True, width="stretch", column_config=view.COLUMN_CONFIG, placeholder="")
@@ -369,6 +376,8 @@ def live_jobs() -> None:
     for job in listed:
         if job.status in ACTIVE:
             job_card(job)
+    if not listed:  # said here, from this fragment's own list: a job queued in this run is already in it
+        st.caption("No jobs yet: queued and running trainings appear here, live.")
 
 
 st.subheader("Jobs")
@@ -383,5 +392,3 @@ for job in finished[:RECENT_JOBS]:
 if finished[RECENT_JOBS:] and st.toggle(f"Show {len(finished) - RECENT_JOBS} older jobs", key="older_jobs"):
     for job in finished[RECENT_JOBS:]:  # a toggle, not an expander: a failed job's card holds an expander
         job_card(job)
-if not listed_jobs:
-    st.caption("No jobs yet: queued and running trainings appear here, live.")

@@ -198,8 +198,9 @@ def settings_frame(runs: list[RunInfo], labels: dict[str, str]) -> pd.DataFrame:
     for s in settings.values():
         keys += [k for k in s if k not in keys]
     keys = [k for k in keys if any(k in s for s in settings.values())]
+    # rows named in words ("batch size"), as a reader says them; the CLI and JSON keep config.json's keys
     return pd.DataFrame({col: [_shown(k, s[k]) if k in s else "" for k in keys] for col, s in settings.items()},
-                        index=pd.Index(keys, name="setting"))
+                        index=pd.Index([k.replace("_", " ") for k in keys], name="setting"))
 
 
 def differing_settings(frame: pd.DataFrame) -> list[str]:
