@@ -155,7 +155,9 @@ def compare() -> None:
     shown = settings.loc[differs] if only else settings
     st.dataframe(view.highlight_differences(shown), width="stretch", key="settings",
                  height=35 * (len(shown) + 1) + 3,  # every setting at once: no scrolling inside the table
-                 column_config={c: st.column_config.TextColumn(width=180) for c in shown.columns})  # 2-5 runs in view
+                 column_config={"_index": st.column_config.TextColumn(width=170),  # "fine tune learning rate"
+                                # 2-5 runs in view; a title cut at 180 px reads whole on hovering its header
+                                **{c: st.column_config.TextColumn(width=180, help=c) for c in shown.columns}})
     st.caption(f"Highlighted: the {len(differs)} settings whose values differ between the chosen runs. Reference "
                "runs state only what was published (architecture, data set, epochs, batch size, parameters).")
 
