@@ -363,17 +363,37 @@ def _wait_lock_path() -> Path:
     return jobs_dir() / "worker.wait.lock"
 
 
-def _held_by_other(path: Path) -> bool:
-    """Whether another process holds an exclusive flock on `path`."""
+def _waiter_present() -> bool:
+    """Whether a worker is waiting to take over the lock of a dying one (it holds the wait lock)."""
     import fcntl
 
-    with open(path, "a+") as f:
+    try:
+        f = open(_wait_lock_path())  # read-only: looking never creates a file (a read-only folder stays as is)
+    except FileNotFoundError:
+        return False
+    with f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
         fcntl.flock(f, fcntl.LOCK_UN)
         return False
+
+
+def _flock_within(f, seconds: float) -> bool:
+    """Take an exclusive flock on `f`, trying for `seconds`: a check (_waiter_present) holds it for
+    microseconds, and must not be mistaken for a waiter."""
+    import fcntl
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
 
 def _lock_holder_alive(f) -> bool:
@@ -389,8 +409,7 @@ def _lock_holder_alive(f) -> bool:
 
 
 def worker_running() -> bool:
-    """True when a live worker holds the lock, or one is already waiting to take it over from a worker that
-    holds it while it dies."""
+    """True when a live worker holds the lock (one holding it while it dies does not count)."""
     import fcntl
 
     jobs_dir().mkdir(parents=True, exist_ok=True)
@@ -398,15 +417,16 @@ def worker_running() -> bool:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _lock_holder_alive(f) or _held_by_other(_wait_lock_path())
+            return _lock_holder_alive(f)
         fcntl.flock(f, fcntl.LOCK_UN)
         return False
 
 
 def ensure_worker() -> None:
-    """Start a worker process unless a live one holds the lock (one job at a time, on the GPU or the CPU).
-    The new worker waits a little for the lock, which a worker that just died may still hold."""
-    if worker_running():
+    """Start a worker process unless a live one holds the lock (one job at a time, on the GPU or the CPU) or
+    one is already waiting for it. The new worker waits a little for the lock, which a worker that just died
+    may still hold; the page polls every 2 s, so without the waiter check each poll would start another."""
+    if worker_running() or _waiter_present():
         return
     try:
         with open(jobs_dir() / "worker.log", "ab") as log:
@@ -417,9 +437,16 @@ def ensure_worker() -> None:
         raise storage_error(e, jobs_dir(), "start the worker") from None
 
 
+def _write_pid(lock) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+
+
 def _take_lock(lock, wait_s: float) -> bool:
-    """Take the worker lock, trying for up to wait_s seconds; write our pid in it for worker_running.
-    Only one worker waits: a second one finding the wait lock taken leaves the queue to the first."""
+    """Take the worker lock, trying for up to wait_s seconds while its holder is dead; write our pid in it for
+    worker_running. Only one worker waits: one finding the wait lock taken leaves the queue to that one."""
     import fcntl
 
     try:
@@ -428,9 +455,7 @@ def _take_lock(lock, wait_s: float) -> bool:
         if wait_s <= 0 or _lock_holder_alive(lock):
             return False  # a live worker has it: it runs the queue, nothing to wait for
         with open(_wait_lock_path(), "a+") as waiting:
-            try:
-                fcntl.flock(waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _flock_within(waiting, 0.5):
                 return False  # another worker is already waiting for this lock
             deadline = time.monotonic() + wait_s
             while True:
@@ -441,10 +466,9 @@ def _take_lock(lock, wait_s: float) -> bool:
                 except BlockingIOError:
                     if time.monotonic() >= deadline or _lock_holder_alive(lock):
                         return False
-    lock.seek(0)
-    lock.truncate()
-    lock.write(str(os.getpid()))
-    lock.flush()
+            _write_pid(lock)  # before the wait lock goes: a check in between must see a live holder
+            return True
+    _write_pid(lock)
     return True
 
 
@@ -482,8 +506,8 @@ def _fail_queued(job_id: int, message: str) -> None:
 
 
 def run_worker(once: bool = False, wait_lock: float = 0.0) -> int:
-    """The worker loop; returns how many jobs it ran. Exits at once if a live worker holds the lock; waits
-    up to wait_lock seconds for a lock whose holder is dead to be released.
+    """The worker loop; returns how many jobs it ran. Exits at once if a live worker holds the lock, or if
+    another worker already waits for it; else waits up to wait_lock seconds for a lock whose holder is dead.
 
     Under DIGITLAB_EXECUTOR=ray it is the dispatcher instead (core.executors.dispatch): same lock, same queue,
     the jobs run as Ray tasks on the cluster's nodes, several at once.

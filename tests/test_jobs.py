@@ -135,23 +135,55 @@ def test_only_one_worker_waits_for_a_dying_workers_lock(monkeypatch):
     """The page polls every 2 s; while a dying worker still holds the lock, polls must not pile up waiters."""
     import fcntl
     import threading
+    import time
 
     jobs.jobs_dir().mkdir(parents=True, exist_ok=True)
     held = open(jobs._lock_path(), "a+")
     fcntl.flock(held, fcntl.LOCK_EX)
     held.write(str(_dead_pid()))
     held.flush()
-    assert not jobs.worker_running()  # nobody waits yet: a poll now would start the one waiter
     waiter = threading.Thread(target=jobs.run_worker, kwargs={"wait_lock": 30})
-    waiter.start()
-    assert wait_for(jobs.worker_running, 5)
-    started = []
-    monkeypatch.setattr(jobs.subprocess, "Popen", lambda *a, **k: started.append(a))
-    for _ in range(3):
-        jobs.ensure_worker()
-    with open(jobs._lock_path(), "a+") as second:
-        assert not jobs._take_lock(second, 30)  # a second waiter leaves at once
-    assert started == []
-    held.close()
-    waiter.join(10)
+    try:
+        assert not jobs.worker_running() and not jobs._waiter_present()  # a poll now starts the one waiter
+        waiter.start()
+        assert wait_for(jobs._waiter_present, 5)
+        started = []
+        monkeypatch.setattr(jobs.subprocess, "Popen", lambda *a, **k: started.append(a))
+        for _ in range(3):
+            jobs.ensure_worker()
+        assert started == []
+        with open(jobs._lock_path(), "a+") as second:
+            t0 = time.monotonic()
+            assert not jobs._take_lock(second, 30)
+            assert time.monotonic() - t0 < 5  # it leaves at once, instead of waiting its 30 s
+    finally:
+        held.close()  # the dead worker's lock goes: the waiter takes it
+        waiter.join(10)
     assert not waiter.is_alive() and jobs._lock_path().read_text() == str(os.getpid())
+    assert not jobs._waiter_present()
+
+
+def test_looking_for_a_waiter_never_makes_the_waiter_give_up():
+    """A poll's check takes the wait lock for microseconds; a waiter arriving then must not read it as a rival."""
+    import fcntl
+    import threading
+
+    jobs.jobs_dir().mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            jobs._waiter_present()
+
+    pollers = [threading.Thread(target=poll)]  # polling without pause: far more often than any page
+    for t in pollers:
+        t.start()
+    try:
+        for _ in range(2000):  # a collision is rare per try: enough tries that a single attempt fails
+            with open(jobs._wait_lock_path(), "a+") as f:
+                assert jobs._flock_within(f, 0.5)
+                fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        stop.set()
+        for t in pollers:
+            t.join()
