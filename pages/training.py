@@ -45,7 +45,9 @@ statuses = {i: r.status for i, r in runs.items()}
 if overlay is None:
     overlay = view.default_overlay(runs)
 else:
-    known = st.session_state.get("known_runs", statuses)
+    known = st.session_state.get("known_runs")
+    if not isinstance(known, dict):  # first run, or a session from before statuses were kept (a set of ids)
+        known = {i: statuses.get(i) for i in (known or statuses)}
     fresh = [i for i, r in runs.items() if i not in known and r.kind == "project" and r.status in ("running", "done")]
     kept = [i for i in overlay if i in runs]
     relabelled = any(known.get(i) != statuses[i] for i in kept)

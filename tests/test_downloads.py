@@ -392,3 +392,10 @@ def test_an_unreadable_cache_counts_as_missing_instead_of_breaking_the_listing(k
     monkeypatch.setattr(Path, "stat", denied)
     rows = downloads.status()
     assert rows and all(r["present"] is False and r["bytes"] is None for r in rows)
+
+
+def test_the_manual_route_says_when_keras_expects_another_name_than_the_urls():
+    cifar = downloads.manual_instructions(downloads.get_resource("cifar10"))
+    assert "cifar-10-batches-py-target_archive (this exact name, which is where Keras looks for it)" in cifar
+    mnist = downloads.manual_instructions(downloads.get_resource("mnist"))
+    assert "mnist.npz" in mnist and "this exact name" not in mnist  # the URL's own name: nothing to explain

@@ -191,8 +191,9 @@ def _shown(key: str, value) -> str:
 
 
 def settings_frame(runs: list[RunInfo], labels: dict[str, str]) -> pd.DataFrame:
-    """The runs' settings side by side: one row per setting (config.json keys and the common ones), one
-    column per run, as text; "" where a run does not state it (reference runs publish only some)."""
+    """The runs' settings side by side: one row per setting (config.json keys and the common ones, named in
+    words: "batch size"), one column per run, as text; "" where a run does not state it (reference runs publish
+    only some)."""
     settings = {labels[r.id]: run_settings(r) for r in runs}
     keys = list(COMMON_SETTINGS)
     for s in settings.values():
