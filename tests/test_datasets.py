@@ -1,10 +1,13 @@
 import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from core import datasets
 from core.errors import DatasetError, InvalidOptionError
+from tests.conftest import ROOT
 
 
 def test_mnist_subset_is_stratified_and_shuffled():
@@ -70,3 +73,26 @@ def test_no_test_set_anywhere_is_none(tmp_path, monkeypatch):
 def test_unknown_training_set_names_valid_ones():
     with pytest.raises(InvalidOptionError, match="mnist-subset, mnist-full"):
         datasets.load_training_set("cifar")
+
+
+@pytest.mark.parametrize("packaged_csv", [True, False])
+def test_sklearn_digits_equal_load_digits_with_or_without_the_packaged_csv(packaged_csv, monkeypatch):
+    """Read from scikit-learn's own CSV (no sklearn import), or through load_digits where that file cannot be
+    found: the same images and labels either way."""
+    from sklearn.datasets import load_digits
+
+    if not packaged_csv:
+        import importlib.util
+
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    counts, target = datasets._sklearn_digits_arrays()
+    d = load_digits()
+    assert np.array_equal(counts, d.images) and np.array_equal(target, d.target)
+
+
+def test_sklearn_digits_load_without_importing_sklearn():
+    code = ("import sys; from core.datasets import load_sklearn_digits; d = load_sklearn_digits(); "
+            "print(len(d), 'sklearn' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["1797", "False"]
