@@ -11,6 +11,7 @@ built in code can.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,16 @@ from core import config
 from core.datasets import Dataset
 from core.errors import InvalidOptionError, StorageError
 from core.reframing import DEFAULT_METHOD, METHODS, SIZE, reframe, reframe_batch
-from core.storage import atomic_output, describe_os_error
+from core.storage import atomic_output, atomic_write_text, describe_os_error
 
 BLANK = -1
 UNREADABLE = -2
 DIGITS = list(range(10))
+#: Raise when as_dict's analysis changes shape: a saved analysis of another version is recomputed, not misread.
+ANALYSIS_VERSION = 1
+#: as_dict's fields that depend on the predictions and labels alone: saved beside a cached evaluation.
+ANALYSIS_FIELDS = ("accuracy", "macro", "per_digit", "confusion_matrix", "accuracy_ci", "coverage", "automation",
+                   "automation_per_digit")
 
 
 def _evaluated(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +97,7 @@ class Evaluation:
     skipped: list[str] = field(default_factory=list)  # "file: reason": not read, or not reframed
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)  # problems that did not stop it (e.g. not cached)
+    cache_key: str | None = None  # its evaluation cache entry (model, data, method), when it has one
 
     @property
     def n(self) -> int:
@@ -117,23 +124,62 @@ class Evaluation:
         `accuracy_ci` is the accuracy's 95 % Wilson interval; `coverage` one row per confidence threshold;
         `automation` the most images a threshold accepts at >= target_accuracy (default 0.99), also per
         predicted digit. Unreadable images are left out of all of them, as of every metric.
+
+        At the default target, a cached evaluation's analysis is saved beside it and read back next time: a
+        cached Report on a fresh server then needs neither scikit-learn's metrics nor scipy.stats (their
+        imports were about 1 s of its first run on this 2-core machine).
         """
         from core import coverage
 
         target = coverage.DEFAULT_TARGET if target_accuracy is None else target_accuracy
+        saved = target == coverage.DEFAULT_TARGET and self.cache_key is not None
+        analysis = _read_analysis(self.cache_key) if saved else None
+        if analysis is None:
+            analysis = self._analysis(target)
+            if saved:
+                _write_analysis(self.cache_key, analysis)
+        return {"target": self.target, "provenance": self.provenance, "reframing": self.method, "n": self.n,
+                "accuracy": analysis["accuracy"], "macro": analysis["macro"], "per_digit": analysis["per_digit"],
+                "confusion_matrix": analysis["confusion_matrix"], "blank": self.blank,
+                "skipped": len(self.skipped), "skipped_files": self.skipped, "seconds": round(self.seconds, 3),
+                "warnings": list(self.warnings),
+                **{k: analysis[k] for k in ("accuracy_ci", "coverage", "automation", "automation_per_digit")}}
+
+    def _analysis(self, target: float) -> dict:
+        """The ANALYSIS_FIELDS, computed (scikit-learn's metrics, core.coverage's Wilson intervals)."""
+        from core import coverage
+
         keep = np.asarray(self.y_pred) != UNREADABLE
         y_true, y_pred, proba = np.asarray(self.y_true)[keep], np.asarray(self.y_pred)[keep], \
             np.asarray(self.probabilities)[keep]
         acc = coverage.accuracy_with_interval(y_true, y_pred)
-        return {"target": self.target, "provenance": self.provenance, "reframing": self.method, "n": self.n,
-                **summary_metrics(self.y_true, self.y_pred), "per_digit": self.per_digit(),
-                "confusion_matrix": self.confusion_matrix().tolist(), "blank": self.blank,
-                "skipped": len(self.skipped), "skipped_files": self.skipped, "seconds": round(self.seconds, 3),
-                "warnings": list(self.warnings),
-                "accuracy_ci": [acc["low"], acc["high"]],
+        return {**summary_metrics(self.y_true, self.y_pred), "per_digit": self.per_digit(),
+                "confusion_matrix": self.confusion_matrix().tolist(), "accuracy_ci": [acc["low"], acc["high"]],
                 "coverage": coverage.risk_coverage(y_true, y_pred, proba),
                 "automation": coverage.automation(y_true, y_pred, proba, target),
                 "automation_per_digit": coverage.automation_per_digit(y_true, y_pred, proba, target)}
+
+
+def _analysis_path(key: str) -> Path:
+    return _cache_path(key).with_name(f"{key}.analysis-v{ANALYSIS_VERSION}.json")
+
+
+def _read_analysis(key: str) -> dict | None:
+    """A saved analysis, or None to compute it (missing, damaged or of another shape: a cache is disposable)."""
+    try:
+        analysis = json.loads(_analysis_path(key).read_text())
+    except (OSError, ValueError):
+        return None
+    return analysis if isinstance(analysis, dict) and set(ANALYSIS_FIELDS) <= set(analysis) else None
+
+
+def _write_analysis(key: str, analysis: dict) -> None:
+    # Best effort, silently: it sits beside the evaluation's own cache file, whose failed write already warned
+    # once; the result in hand is complete either way.
+    try:
+        atomic_write_text(_analysis_path(key), json.dumps(analysis))
+    except StorageError:
+        pass
 
 
 def fingerprint(*parts) -> str:
@@ -211,7 +257,7 @@ def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_pa
         if hit is not None:
             y_pred, proba, seconds, unreadable = hit
             return Evaluation(dataset.name, dataset.provenance, method, dataset.labels, y_pred, proba,
-                              list(dataset.skipped) + unreadable, seconds, warnings)
+                              list(dataset.skipped) + unreadable, seconds, warnings, key)
     if not hasattr(predictor, "predict_proba"):
         predictor = predictor()  # a factory: the model (and TensorFlow) load only when there is work to do
     t0 = time.perf_counter()
@@ -230,7 +276,7 @@ def evaluate(predictor, dataset: Dataset, method: str = DEFAULT_METHOD, model_pa
         except StorageError as e:
             warnings.append(f"{e} The result was computed but not cached.")
     return Evaluation(dataset.name, dataset.provenance, method, dataset.labels, y_pred, proba,
-                      list(dataset.skipped) + unreadable, seconds, warnings)
+                      list(dataset.skipped) + unreadable, seconds, warnings, key)
 
 
 def _reframe_chunk(images, method: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:

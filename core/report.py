@@ -51,10 +51,12 @@ def per_digit_frame(ev: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(ev.per_digit())
 
 
-def confusion_frame(ev: Evaluation, normalise: bool = False) -> pd.DataFrame:
-    cm = ev.confusion_matrix().astype(float)
+def confusion_frame(cm, y_true, normalise: bool = False) -> pd.DataFrame:
+    """The 10x10 confusion matrix `cm` (Evaluation.confusion_matrix(), or the `confusion_matrix` of its
+    as_dict(): saved, so no scikit-learn import) as a labelled table; normalised by each true digit's images."""
+    cm = np.asarray(cm, dtype=float)
     if normalise:
-        totals = np.bincount(ev.y_true, minlength=10)[:10].astype(float)  # blanks stay in the row's total
+        totals = np.bincount(y_true, minlength=10)[:10].astype(float)  # blanks stay in the row's total
         cm = np.divide(cm, totals[:, None], out=np.zeros_like(cm), where=totals[:, None] > 0)
     df = pd.DataFrame(cm, index=[f"true {d}" for d in range(10)], columns=[f"pred {d}" for d in range(10)])
     return df if normalise else df.astype(int)

@@ -88,3 +88,73 @@ def test_a_cached_evaluation_never_loads_the_model():
     first = evaluate(factory, ds, "paper")
     second = evaluate(factory, ds, "paper")
     assert loads == [1] and np.array_equal(first.y_pred, second.y_pred)
+
+
+def _tiny_cached(tmp_path):
+    imgs = np.full((4, 28, 28), 255, np.uint8)
+    imgs[0, 4:24, 10:14] = 0
+    imgs[1, 4:24, 16:19] = 0
+    imgs[3, 4:24, 20:23] = 0
+    ds = Dataset("tiny", imgs, np.array([1, 2, 3, 8]), "four constructed images")
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"pretend model")
+    return ds, model
+
+
+def test_a_cached_evaluations_analysis_is_saved_and_read_back_the_same(tmp_path, monkeypatch):
+    import core.evaluation as E
+
+    ds, model = _tiny_cached(tmp_path)
+    fresh = evaluate(FakePredictor(), ds, "paper", model_path=model).as_dict()
+    saved = list((tmp_path / "home" / "cache" / "evaluations").glob(f"*.analysis-v{E.ANALYSIS_VERSION}.json"))
+    assert len(saved) == 1
+    # Read back, the analysis is not computed again: make computing it fail, and get the same answer
+    monkeypatch.setattr(E.Evaluation, "_analysis", lambda self, target: pytest.fail("computed again"))
+    again = evaluate(FakePredictor(), ds, "paper", model_path=model)
+    assert again.as_dict() == fresh
+    again.warnings.append("a note")  # what is not about the predictions comes from the evaluation in hand
+    assert again.as_dict()["warnings"] == ["a note"]
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b"[1, 2]", b'{"accuracy": 0.5}'])
+def test_a_damaged_saved_analysis_is_computed_again(tmp_path, damage):
+    import core.evaluation as E
+
+    ds, model = _tiny_cached(tmp_path)
+    fresh = evaluate(FakePredictor(), ds, "paper", model_path=model).as_dict()
+    (path,) = (tmp_path / "home" / "cache" / "evaluations").glob(f"*.analysis-v{E.ANALYSIS_VERSION}.json")
+    path.write_bytes(damage)
+    assert evaluate(FakePredictor(), ds, "paper", model_path=model).as_dict() == fresh
+
+
+def test_another_target_accuracy_is_computed_and_not_saved(tmp_path):
+    ds, model = _tiny_cached(tmp_path)
+    ev = evaluate(FakePredictor(), ds, "paper", model_path=model)
+    at_90 = ev.as_dict(0.9)
+    assert at_90["automation"]["target_accuracy"] == 0.9
+    assert not list((tmp_path / "home" / "cache" / "evaluations").glob("*.json"))
+    assert ev.as_dict()["automation"]["target_accuracy"] == 0.99
+
+
+def test_a_cached_report_analysis_needs_neither_sklearn_metrics_nor_scipy_stats(tmp_path):
+    """What a Report on a fresh server does with a cached evaluation: load the data set, read the evaluation
+    and its analysis. None of it imports scikit-learn's metrics or scipy.stats (about 1 s here)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys; from core.datasets import load_sklearn_digits; from core.evaluation import evaluate; "
+            "ds = load_sklearn_digits().subset(list(range(60))); "
+            "d = evaluate(lambda: 1 / 0, ds, 'paper').as_dict(); "
+            "print(d['n'], 'sklearn.metrics' in sys.modules, 'scipy.stats' in sys.modules)")
+    env = dict(os.environ, DIGITLAB_HOME=str(tmp_path / "home"))
+    from core.datasets import load_sklearn_digits
+    from core.models import Predictor
+
+    evaluate(Predictor.load(), load_sklearn_digits().subset(list(range(60))), "paper").as_dict()  # cached
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["60", "False", "False"]

@@ -84,7 +84,7 @@ def test_html_report_holds_identity_verdict_intervals_and_inline_charts():
 
 def test_row_normalised_confusion_keeps_blanks_in_the_row_total():
     ev, _ = tiny_evaluation()
-    cm = confusion_frame(ev, normalise=True)
+    cm = confusion_frame(ev.confusion_matrix(), ev.y_true, normalise=True)
     assert cm.loc["true 1", "pred 1"] == 0.5 and cm.loc["true 1", "pred 7"] == 0.5
     assert cm.loc["true 3"].sum() == 0.0  # its only image was blank
     assert list(per_digit_frame(ev).columns[:5]) == ["digit", "tp", "tn", "fp", "fn"]
