@@ -23,6 +23,7 @@ import traceback
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from core import config
 from core.errors import DigitLabError, JobError
@@ -380,9 +381,10 @@ def _waiter_present() -> bool:
         return False
 
 
-def _flock_within(f, seconds: float) -> bool:
-    """Take an exclusive flock on `f`, trying for `seconds`: a check (_waiter_present) holds it for
-    microseconds, and must not be mistaken for a waiter."""
+def _flock_within(f, seconds: float, every: float = 0.02, give_up: Callable[[], bool] | None = None) -> bool:
+    """Take an exclusive flock on `f`, trying every `every` s for up to `seconds`, or until give_up() is true.
+    For the wait lock (a check, _waiter_present, holds it for microseconds: not a rival waiter) and for the
+    worker lock a dying worker still holds."""
     import fcntl
 
     deadline = time.monotonic() + seconds
@@ -391,9 +393,9 @@ def _flock_within(f, seconds: float) -> bool:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (give_up is not None and give_up()):
                 return False
-            time.sleep(0.02)
+            time.sleep(every)
 
 
 def _lock_holder_alive(f) -> bool:
@@ -457,15 +459,9 @@ def _take_lock(lock, wait_s: float) -> bool:
         with open(_wait_lock_path(), "a+") as waiting:
             if not _flock_within(waiting, 0.5):
                 return False  # another worker is already waiting for this lock
-            deadline = time.monotonic() + wait_s
-            while True:
-                time.sleep(0.2)
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline or _lock_holder_alive(lock):
-                        return False
+            # until the dying holder lets go; a live holder (another worker got there first) runs the queue
+            if not _flock_within(lock, wait_s, every=0.2, give_up=lambda: _lock_holder_alive(lock)):
+                return False
             _write_pid(lock)  # before the wait lock goes: a check in between must see a live holder
             return True
     _write_pid(lock)
