@@ -240,12 +240,13 @@ def confusion_view(ctx: Context) -> None:
     with left:
         normalise = st.toggle("Row-normalised", key="normalise",
                                help="Each cell as a percentage of its true digit's images")
-        shown = report.confusion_frame(cm, ev.y_true, normalise).to_numpy()
+        frame = report.confusion_frame(cm, ev.y_true, normalise)  # drawn, and offered as CSV
+        shown = frame.to_numpy()
         chart_key = f"cm-{ctx.token}"
         st.vega_lite_chart(confusion_spec(cm, shown, normalise, (st.session_state[t_key], st.session_state[p_key])),
                            key=chart_key, on_select=functools.partial(_on_click, chart_key, ctx.token),
                            selection_mode="cell", width="stretch")
-        csv_download("Download confusion matrix (CSV)", report.confusion_frame(cm, ev.y_true, normalise),
+        csv_download("Download confusion matrix (CSV)", frame,
                      f"confusion-{ev.target}-{ctx.method}.csv", "dl_cm", index=True)
     with right:
         st.markdown("**Images behind a cell**")
