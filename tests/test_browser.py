@@ -214,3 +214,32 @@ def test_canvas_fits_draws_and_leaves_every_control_clickable(server, browser, s
         raise
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("size", SCREENS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_report_matrix_shows_shares_and_keeps_them_when_a_cell_is_clicked(server, browser, size):
+    """The "Row-normalised" checkbox is the chart's own (no rerun); choosing a cell by clicking it replaces the
+    chart's data, not the chart, so the checkbox stays ticked and the drill-down follows the click."""
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    try:
+        page.goto(f"{server}/report", timeout=60_000)
+        page.get_by_test_id("stMetric").filter(has_text="Accuracy").first.wait_for(timeout=180_000)
+        _settle(page)
+        share = page.locator("[data-testid=stVegaLiteChart] .vega-bind input[type=checkbox]").first
+        assert not share.is_checked()
+        share.check()
+        cell = page.get_by_test_id("stCaptionContainer").filter(has_text="read as").first
+        before = cell.inner_text()  # "True 9, read as 3: ...": sklearn digits start at their commonest mistake
+        marks = page.locator("[data-testid=stVegaLiteChart] .marks").first
+        marks.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)  # the scroll has ended: a click is a click, not a drag
+        box = marks.bounding_box()
+        assert box["x"] + box["width"] <= size[0]  # the matrix fits the screen
+        page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.3)  # a cell in the third row
+        # the drill-down follows the click (a new caption; its element may be replaced, so found afresh)
+        page.get_by_test_id("stCaptionContainer").filter(has_text=before).wait_for(state="detached", timeout=30_000)
+        _settle(page)
+        assert share.is_checked()
+        assert page.get_by_test_id("stException").count() == 0
+    finally:
+        page.close()

@@ -146,7 +146,7 @@ def test_the_selection_resets_when_the_data_set_method_or_model_changes():
 
 
 def test_clicking_a_matrix_cell_selects_it():
-    from ui.report_view import cell_from_selection, commonest_mistake, confusion_spec
+    from ui.report_view import cell_from_selection, commonest_mistake, confusion_cells, confusion_spec
 
     # what st.vega_lite_chart reports for a click on the cell (true 1, read as 8), and for a second click
     assert cell_from_selection({"selection": {"cell": [{"true": 1, "predicted": 8}]}}) == (1, 8)
@@ -155,12 +155,18 @@ def test_clicking_a_matrix_cell_selects_it():
     cm[3, 5], cm[3, 8], cm[7, 1] = 2, 4, 9
     assert commonest_mistake(cm) == (7, 1) and commonest_mistake(cm, 3) == (3, 8)
     assert commonest_mistake(np.eye(10, dtype=int), 4) == (4, 4)
-    spec = confusion_spec(cm, cm / 5, True, (3, 8))
-    cells = {(r["true"], r["predicted"]): r for r in spec["data"]["values"]}
-    assert len(cells) == 100 and cells[3, 8]["chosen"] and not cells[7, 1]["chosen"]
-    assert cells[3, 8]["images"] == 4 and cells[3, 8]["label"] == "80"  # percent of the row when normalised
-    assert cells[0, 1]["label"] == ""  # an empty cell stays blank
+    y_true = np.repeat(np.arange(10), cm.sum(axis=1))
+    frame = confusion_cells(cm, y_true, (3, 8))
+    cells = {(r["true"], r["predicted"]): r for r in frame.to_dict(orient="records")}
+    assert len(cells) == 100 and cells[3, 8]["chosen"] and not cells[7, 1]["chosen"] and frame["chosen"].sum() == 1
+    assert cells[3, 8]["images"] == 4 and cells[3, 8]["count_label"] == "4"
+    assert cells[3, 8]["share_label"] == "36"  # 4 of the row's 11 images, in percent
+    assert cells[0, 1]["count_label"] == cells[0, 1]["share_label"] == ""  # an empty cell stays blank
+    assert not confusion_cells(cm, y_true, None)["chosen"].any()
+    spec = confusion_spec()
+    assert "data" not in spec  # the spec never changes: Streamlit swaps the data in the drawn chart
     assert spec["layer"][0]["params"][0]["select"]["fields"] == ["true", "predicted"]
+    assert spec["params"][0]["bind"]["input"] == "checkbox"  # counts or shares: switched in the browser
 
 
 def test_the_matrix_is_clickable_on_the_page():

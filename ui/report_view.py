@@ -149,24 +149,47 @@ def automation_headline(a: dict) -> str:
 
 # --- confusion matrix and the images behind a cell ---------------------------------------------------------------
 
-def confusion_spec(cm: np.ndarray, shown: np.ndarray, normalise: bool, selected: tuple[int, int] | None) -> dict:
-    """The matrix as a Vega-Lite heatmap whose cells are clicked to choose them (a point selection on the true
-    and predicted digit), the chosen cell outlined.
+#: The "Row-normalised" switch is a checkbox of the chart itself (a Vega-Lite parameter bound to it): the labels
+#: change in the browser, with no rerun at all. As a Streamlit toggle it reran the whole view, drill-down tiles
+#: included (0.6-1.1 s in bench/page_speed.py against the 0.5 s target).
+SHARE_PARAM = "share"
 
-    Vega-Lite draws on a canvas: a redraw (toggling the shares) costs the browser about half what the same
-    plotly heatmap costs, measured with Chromium's long tasks. Cells are shaded by the square root of their
-    share of the row: the diagonal's 90 % would otherwise leave a 10 % confusion as pale as an empty cell.
+
+def confusion_cells(cm: np.ndarray, y_true: np.ndarray, selected: tuple[int, int] | None) -> pd.DataFrame:
+    """The chart's data: one row per (true, predicted) cell with its count, share of the row, both labels, its
+    shade and whether it is the chosen cell. Rows total every image of the true digit, blanks included."""
+    cm = np.asarray(cm)
+    shares = report.confusion_frame(cm, y_true, normalise=True).to_numpy()
+    t, p = np.divmod(np.arange(100), 10)
+    counts = cm[t, p].astype(int)
+    totals = np.maximum(cm.sum(axis=1), 1)[t]
+    chosen = np.zeros(100, bool) if selected is None else (t == selected[0]) & (p == selected[1])
+    # empty cells stay blank; shares are written as whole percent without the sign: three characters fit a
+    # cell at 1024 px with the sidebar open (the checkbox says they are percentages)
+    return pd.DataFrame({
+        "true": t, "predicted": p, "images": counts, "share": shares[t, p],
+        "shade": np.sqrt(counts / totals),
+        "count_label": np.where(counts == 0, "", counts.astype(str)),
+        "share_label": np.where(counts == 0, "", [f"{100 * v:.0f}" for v in shares[t, p]]),
+        "chosen": chosen})
+
+
+def confusion_spec() -> dict:
+    """The matrix as a Vega-Lite heatmap (data: confusion_cells) whose cells are clicked to choose them (a point
+    selection on the true and predicted digit), the chosen cell outlined, and a "Row-normalised" checkbox that
+    switches the labels from counts to percentages of the row in the browser.
+
+    The spec never changes, only its data: Streamlit then replaces the data in the drawn chart instead of
+    drawing it anew, so the checkbox keeps its state when a cell is chosen. Vega-Lite draws on a canvas: a
+    redraw costs the browser about half what the same plotly heatmap costs (Chromium's long tasks). Cells are
+    shaded by the square root of their share of the row: the diagonal's 90 % would otherwise leave a 10 %
+    confusion as pale as an empty cell.
     """
-    totals = np.maximum(cm.sum(axis=1), 1)
-    rows = [{"true": t, "predicted": p, "images": int(cm[t, p]), "shade": float(np.sqrt(cm[t, p] / totals[t])),
-             # empty cells stay blank, shares are written as whole percent without the sign: three characters
-             # fit a cell at 1024 px with the sidebar open (the toggle says they are percentages)
-             "label": "" if cm[t, p] == 0 else f"{100 * shown[t, p]:.0f}" if normalise else str(int(cm[t, p])),
-             "chosen": selected is not None and (t, p) == tuple(selected)}
-            for t in range(10) for p in range(10)]
     axis = {"labelAngle": 0, "ticks": False, "domain": False, "labelFontSize": 12}
     return {
-        "data": {"values": rows}, "height": 380,
+        "height": 380,
+        "params": [{"name": SHARE_PARAM, "value": False,
+                    "bind": {"input": "checkbox", "name": "Row-normalised (% of each true digit)"}}],
         "encoding": {"x": {"field": "predicted", "type": "ordinal", "title": "predicted digit", "axis": axis},
                      "y": {"field": "true", "type": "ordinal", "title": "true digit", "axis": axis}},
         "layer": [
@@ -177,10 +200,12 @@ def confusion_spec(cm: np.ndarray, shown: np.ndarray, normalise: bool, selected:
                            "scale": {"domain": [0, 1], "range": ["#f7fbff", "#08306b"]}},
                  "stroke": {"value": "#ffffff"}, "strokeWidth": {"value": 1},
                  "tooltip": [{"field": "true", "title": "true digit"}, {"field": "predicted", "title": "read as"},
-                             {"field": "images", "title": "images"}]}},
+                             {"field": "images", "title": "images"},
+                             {"field": "share", "title": "share of the true digit", "format": ".1%"}]}},
             {"transform": [{"filter": "datum.chosen"}],  # the chosen cell's outline, above its neighbours
              "mark": {"type": "rect", "fill": None, "stroke": "#ff7f0e", "strokeWidth": 3}},
-            {"mark": {"type": "text", "fontSize": 11, "cursor": "pointer"},
+            {"transform": [{"calculate": f"{SHARE_PARAM} ? datum.share_label : datum.count_label", "as": "label"}],
+             "mark": {"type": "text", "fontSize": 11, "cursor": "pointer"},
              "encoding": {"text": {"field": "label"},
                           "color": {"condition": {"test": "datum.shade > 0.6", "value": "#ffffff"},
                                     "value": "#222222"}}},
@@ -238,16 +263,16 @@ def confusion_view(ctx: Context) -> None:
     st.session_state.setdefault(p_key, p0)
     left, right = st.columns([1, 1], gap="medium")
     with left:
-        normalise = st.toggle("Row-normalised", key="normalise",
-                               help="Each cell as a percentage of its true digit's images")
-        frame = report.confusion_frame(cm, ev.y_true, normalise)  # drawn, and offered as CSV
-        shown = frame.to_numpy()
         chart_key = f"cm-{ctx.token}"
-        st.vega_lite_chart(confusion_spec(cm, shown, normalise, (st.session_state[t_key], st.session_state[p_key])),
-                           key=chart_key, on_select=functools.partial(_on_click, chart_key, ctx.token),
-                           selection_mode="cell", width="stretch")
-        csv_download("Download confusion matrix (CSV)", frame,
-                     f"confusion-{ev.target}-{ctx.method}.csv", "dl_cm", index=True)
+        cells = confusion_cells(cm, ev.y_true, (st.session_state[t_key], st.session_state[p_key]))
+        st.vega_lite_chart(cells, confusion_spec(), key=chart_key,
+                           on_select=functools.partial(_on_click, chart_key, ctx.token), selection_mode="cell",
+                           width="stretch")
+        with st.container(horizontal=True, gap="small"):
+            csv_download("Download counts (CSV)", report.confusion_frame(cm, ev.y_true),
+                         f"confusion-{ev.target}-{ctx.method}.csv", "dl_cm", index=True)
+            csv_download("Download row shares (CSV)", report.confusion_frame(cm, ev.y_true, normalise=True),
+                         f"confusion-shares-{ev.target}-{ctx.method}.csv", "dl_cm_shares", index=True)
     with right:
         st.markdown("**Images behind a cell**")
         st.caption("Click a cell of the matrix, or choose it here.")
