@@ -101,8 +101,8 @@ def test_report_page_default_shows_the_papers_tables():
     assert labels[:4] == ["Accuracy", "Macro precision", "Macro recall", "Macro F1"]
     assert "1,797 images evaluated" in " ".join(c.value for c in at.caption)
     at.segmented_control(key="view").set_value("Per digit").run()  # only the chosen view runs
-    assert len(at.dataframe) >= 2  # TP/TN/FP/FN and the rates
-    counts = at.dataframe[0].value
+    assert len(at.table) >= 2  # TP/TN/FP/FN and the rates (ten rows each: static tables)
+    counts = at.table[0].value
     assert list(counts.columns) == ["digit", "tp", "tn", "fp", "fn"]
     assert (counts[["tp", "tn", "fp", "fn"]].sum(axis=1) == 1797).all()
     assert "Download TP/TN/FP/FN (CSV)" in [b.proto.label for b in at.get("download_button")]

@@ -225,11 +225,11 @@ def test_warnings_are_shown(tmp_path, monkeypatch):
 def test_per_digit_methods_and_html_views():
     at = report_page(view="Per digit")
     assert not at.exception
-    counts, rates = at.dataframe[0].value, at.dataframe[1].value
+    counts, rates = at.table[0].value, at.table[1].value
     assert list(counts.columns) == ["digit", "tp", "tn", "fp", "fn"]
     assert (counts[["tp", "tn", "fp", "fn"]].sum(axis=1) == 1797).all()
-    assert {"recall_low", "recall_high", "precision_low", "precision_high"} <= set(rates.columns)
-    assert (rates["recall_low"] <= rates["recall"]).all() and (rates["recall"] <= rates["recall_high"]).all()
+    assert list(rates.columns) == ["digit", "images", "accuracy", "recall (95 % CI)", "precision (95 % CI)", "F1"]
+    assert len(rates) == 10 and all(" % [" in v for v in rates["recall (95 % CI)"])
     at.segmented_control(key="view").set_value("Methods").run()
     assert not at.exception and len(at.get("plotly_chart")) == 2
     recall_chart = at.get("plotly_chart")[1].proto.spec
@@ -239,6 +239,24 @@ def test_per_digit_methods_and_html_views():
     assert "Download the whole report (HTML, opens offline)" in [b.proto.label for b in at.get("download_button")]
     verdict = " ".join(m.value for m in at.markdown)
     assert "The model reads" in verdict and "Weakest digit" in verdict
+
+
+def test_rates_table_puts_each_interval_beside_its_value_and_marks_the_weakest():
+    from core.report import rates_frame
+    from ui.report_view import rates_table
+
+    rows = [{"digit": d, "tp": 9, "fp": 1, "fn": 1, "accuracy": 0.98, "recall": 0.9, "precision": 0.9, "f1": 0.9}
+            for d in range(3)]
+    rows[0].update(precision=0.95)
+    rows[1].update(tp=5, fn=5, recall=0.5, f1=0.64)
+    rows[2].update(tp=0, fp=0, fn=0, recall=None, precision=None, f1=0.0)  # a digit absent from the set
+    styler = rates_table(rates_frame(rows))
+    shown = styler.data
+    assert shown.loc[1, "recall (95 % CI)"].startswith("50.0 % [") and shown.loc[2, "recall (95 % CI)"] == "n/a"
+    assert shown.loc[0, "accuracy"] == "98.0 %"
+    styler._compute()
+    marked = {(r, shown.columns[c]) for (r, c), css in styler.ctx.items() if css}
+    assert marked == {(1, "recall (95 % CI)"), (1, "precision (95 % CI)"), (2, "F1")}  # the weakest of each
 
 
 def test_numbers_view_reads_the_built_in_numbers_on_request():

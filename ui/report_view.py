@@ -315,22 +315,42 @@ def cell_images(ctx: Context, t: int, p: int) -> None:
 
 # --- per digit -------------------------------------------------------------------------------------------------
 
+def rates_table(rates: pd.DataFrame):
+    """The per-digit rates to read (the CSV keeps the numbers): each interval beside its value, so six columns
+    fit a 1024-px screen, and the weakest recall, precision and F1 highlighted."""
+    def interval(value, low, high):
+        return "n/a" if pd.isna(value) or pd.isna(low) else \
+            f"{report.pct(value)} [{100 * low:.1f}-{100 * high:.1f}]"
+
+    shown = pd.DataFrame({
+        "digit": rates["digit"], "images": rates["images"], "accuracy": rates["accuracy"].map(report.pct),
+        "recall (95 % CI)": [interval(*r) for r in rates[["recall", "recall_low", "recall_high"]].to_numpy()],
+        "precision (95 % CI)": [interval(*r) for r in
+                                rates[["precision", "precision_low", "precision_high"]].to_numpy()],
+        "F1": rates["f1"].map(report.pct)})
+    weakest = {"recall (95 % CI)": "recall", "precision (95 % CI)": "precision", "F1": "f1"}
+
+    def highlight(column: pd.Series) -> list[str]:
+        values = rates[weakest[column.name]]
+        return ["background-color: #fdd" if v == values.min() else "" for v in values]
+
+    return shown.style.apply(highlight, subset=list(weakest)).hide(axis="index")
+
+
 @st.fragment
 @guarded
 def per_digit_view(ctx: Context) -> None:
     ev, per = ctx.ev, pd.DataFrame(ctx.summary["per_digit"])
     st.markdown("**TP, TN, FP, FN per digit** (each row sums to the data set size; most errors highlighted)")
     counts = per[report.COUNT_COLUMNS]
-    st.dataframe(counts.style.highlight_max(subset=["fp", "fn"], color="#fdd"), hide_index=True, width="stretch")
+    # Ten rows each: static tables (HTML), which the browser lays out at once; an interactive grid costs this
+    # view switch twice as much (bench/page_speed.py) and adds nothing to ten rows.
+    st.table(counts.style.highlight_max(subset=["fp", "fn"], color="#fdd").hide(axis="index"))
     csv_download("Download TP/TN/FP/FN (CSV)", counts, f"per-digit-counts-{ev.target}-{ctx.method}.csv", "dl_counts")
     st.markdown("**Accuracy, recall, precision, F1 per digit**, recall and precision with their 95 % Wilson "
                 "interval (weakest highlighted)")
     rates = report.rates_frame(ctx.summary["per_digit"])
-    shares = [c for c in rates.columns if c not in ("digit", "images")]
-    st.dataframe(rates.style.highlight_min(subset=["recall", "precision", "f1"], color="#fdd"),
-                 hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="percent")
-                                for c in shares})
+    st.table(rates_table(rates))
     csv_download("Download per-digit metrics (CSV)", rates, f"per-digit-metrics-{ev.target}-{ctx.method}.csv",
                  "dl_rates")
 
