@@ -9,9 +9,12 @@ import base64
 import html
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: a Report's title, metrics and headline reach
+    import pandas as pd  # the browser before its ~0.4-s import on a fresh server
 
 from core import svg
 from core.coverage import DEFAULT_TARGET, wilson_interval
@@ -48,12 +51,16 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 # --- tables -------------------------------------------------------------------------------------------------
 
 def per_digit_frame(ev: Evaluation) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(ev.per_digit())
 
 
 def confusion_frame(cm, y_true, normalise: bool = False) -> pd.DataFrame:
     """The 10x10 confusion matrix `cm` (Evaluation.confusion_matrix(), or the `confusion_matrix` of its
     as_dict(): saved, so no scikit-learn import) as a labelled table; normalised by each true digit's images."""
+    import pandas as pd
+
     cm = np.asarray(cm, dtype=float)
     if normalise:
         totals = np.bincount(y_true, minlength=10)[:10].astype(float)  # blanks stay in the row's total
@@ -67,6 +74,8 @@ def rates_frame(rows: list[dict]) -> pd.DataFrame:
 
     `rows` is Evaluation.per_digit() (or the `per_digit` of its as_dict()).
     """
+    import pandas as pd
+
     out = []
     for r in rows:
         tp, fp, fn = r["tp"], r["fp"], r["fn"]
@@ -80,6 +89,8 @@ def rates_frame(rows: list[dict]) -> pd.DataFrame:
 
 def comparison_frame(evaluations: dict[str, Evaluation]) -> pd.DataFrame:
     """Accuracy (with its 95 % CI), macro F1 and per-digit recall of each reframing method on one data set."""
+    import pandas as pd
+
     rows = []
     for method, ev in evaluations.items():
         s = summary_metrics(ev.y_true, ev.y_pred)
@@ -94,6 +105,8 @@ def comparison_frame(evaluations: dict[str, Evaluation]) -> pd.DataFrame:
 
 def automation_frame(rows: list[dict]) -> pd.DataFrame:
     """The automation figure per predicted digit (core.coverage.automation_per_digit) as a table."""
+    import pandas as pd
+
     return pd.DataFrame([{"predicted digit": r["digit"], "images": r["predicted"], "threshold": r["threshold"],
                           "automated": r["coverage"], "automated images": r["accepted"], "accuracy": r["accuracy"],
                           "accuracy_low": r["low"], "accuracy_high": r["high"]} for r in rows])
@@ -457,6 +470,8 @@ def _table(df: pd.DataFrame, weakest: list[str] = ()) -> str:
 
 
 def _methods_section(comparison: dict[str, Evaluation]) -> str:
+    import pandas as pd
+
     comp = comparison_frame(comparison)
     summary = comp[["method", "accuracy", "accuracy_low", "accuracy_high", "macro_f1", "blank"]]
     # Digits as rows, methods as columns: three columns fit any page, thirteen did not.
@@ -468,6 +483,8 @@ def _methods_section(comparison: dict[str, Evaluation]) -> str:
 
 
 def _adaptation_section(adaptation: dict) -> str:
+    import pandas as pd
+
     rows = pd.DataFrame([{"strategy": r["strategy"], "labelled per class": int(r["shots"]), "mean": r["mean"],
                           "std": r.get("std", 0.0), "seeds": int(r.get("n", 1)), "MNIST after": r.get("mnist_mean")}
                          for r in adaptation.get("summary", [])])
@@ -479,6 +496,8 @@ def _adaptation_section(adaptation: dict) -> str:
 
 
 def _numbers_section(numbers: dict) -> str:
+    import pandas as pd
+
     per = pd.DataFrame([{"digits in the number": r["digits"], "numbers": r["n"], "accuracy": r["accuracy"]}
                         for r in numbers.get("per_length", [])])
     n = int(numbers.get("n", 0))
@@ -500,6 +519,8 @@ def build_html(ev: Evaluation, images, comparison: dict[str, Evaluation] | None 
     `model` is describe_model(path); `numbers` core.numbers.evaluate_numbers' result (with `provenance`);
     `adaptation` a saved few-shot result; `summary` ev.as_dict(target_accuracy) when already computed.
     """
+    import pandas as pd
+
     s = summary or ev.as_dict(target_accuracy)
     a = s["automation"]
     low, high = s["accuracy_ci"]

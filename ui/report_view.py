@@ -10,10 +10,12 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: a Report's title, metrics and headline reach
+    import pandas as pd  # the browser before its ~0.4-s import on a fresh server
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -158,6 +160,8 @@ SHARE_PARAM = "share"
 def confusion_cells(cm: np.ndarray, y_true: np.ndarray, selected: tuple[int, int] | None) -> pd.DataFrame:
     """The chart's data: one row per (true, predicted) cell with its count, share of the row, both labels, its
     shade and whether it is the chosen cell. Rows total every image of the true digit, blanks included."""
+    import pandas as pd
+
     cm = np.asarray(cm)
     shares = report.confusion_frame(cm, y_true, normalise=True).to_numpy()
     t, p = np.divmod(np.arange(100), 10)
@@ -318,6 +322,8 @@ def cell_images(ctx: Context, t: int, p: int) -> None:
 def rates_table(rates: pd.DataFrame):
     """The per-digit rates to read (the CSV keeps the numbers): each interval beside its value, so six columns
     fit a 1024-px screen, and the weakest recall, precision and F1 highlighted."""
+    import pandas as pd
+
     def interval(value, low, high):
         return "n/a" if pd.isna(value) or pd.isna(low) else \
             f"{report.pct(value)} [{100 * low:.1f}-{100 * high:.1f}]"
@@ -340,6 +346,8 @@ def rates_table(rates: pd.DataFrame):
 @st.fragment
 @guarded
 def per_digit_view(ctx: Context) -> None:
+    import pandas as pd
+
     ev, per = ctx.ev, pd.DataFrame(ctx.summary["per_digit"])
     st.markdown("**TP, TN, FP, FN per digit** (each row sums to the data set size; most errors highlighted)")
     counts = per[report.COUNT_COLUMNS]
@@ -389,6 +397,8 @@ def coverage_figure(summary: dict) -> go.Figure:
 @st.fragment
 @guarded
 def automation_view(ctx: Context) -> None:
+    import pandas as pd
+
     s = ctx.summary
     st.caption("A form pipeline accepts the model's answer when its confidence reaches a threshold and sends the "
                "rest to a person. As the threshold falls, more images are accepted (coverage) and accuracy on "
@@ -463,6 +473,8 @@ def numbers_key(ctx: Context) -> str:
 @st.fragment
 @guarded
 def numbers_view(ctx: Context) -> None:
+    import pandas as pd
+
     method = ctx.method
     st.markdown("Numbers of one to three digits, as in the paper (0-303): split into digits with OpenCV, each "
                 "digit reframed and classified, the number recomposed.")
