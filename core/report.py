@@ -23,7 +23,6 @@ from core.images import encode_png, thumbnail
 from core.reframing import reframe
 
 COUNT_COLUMNS = ["digit", "tp", "tn", "fp", "fn"]
-RATE_COLUMNS = ["digit", "accuracy", "recall", "precision", "f1"]
 #: The rates table with its intervals: recall and precision each with the low and high end of its 95 % CI.
 RATE_CI_COLUMNS = ["digit", "images", "accuracy", "recall", "recall_low", "recall_high", "precision",
                    "precision_low", "precision_high", "f1"]
@@ -32,8 +31,8 @@ TILES_PER_PAGE = 24
 
 
 def pct(x: float | None, digits: int = 1) -> str:
-    """0.9413 -> '94.1 %' (the report's one way of writing a share); None -> 'n/a'."""
-    return "n/a" if x is None else f"{100 * float(x):.{digits}f} %"
+    """0.9413 -> '94.1 %' (the report's one way of writing a share); None or NaN -> 'n/a'."""
+    return "n/a" if x is None or x != x else f"{100 * float(x):.{digits}f} %"  # x != x: NaN
 
 
 def ci_text(low: float | None, high: float | None, digits: int = 1) -> str:
@@ -58,14 +57,20 @@ def per_digit_frame(ev: Evaluation) -> pd.DataFrame:
 
 def confusion_frame(cm, y_true, normalise: bool = False) -> pd.DataFrame:
     """The 10x10 confusion matrix `cm` (Evaluation.confusion_matrix(), or the `confusion_matrix` of its
-    as_dict(): saved, so no scikit-learn import) as a labelled table; normalised by each true digit's images."""
+    as_dict(): saved, so no scikit-learn import) as a labelled table; normalised by each true digit's images.
+
+    When some images were blank (no ink: no prediction), a last column "blank" counts them, so that every row
+    totals its digit's images (and its shares 1)."""
     import pandas as pd
 
     cm = np.asarray(cm, dtype=float)
+    totals = np.bincount(np.asarray(y_true, dtype=int), minlength=10)[:10].astype(float)
+    blank = np.clip(totals - cm.sum(axis=1), 0, None)  # the images of each row that are in no cell of cm
+    table = np.column_stack([cm, blank]) if blank.any() else cm
     if normalise:
-        totals = np.bincount(y_true, minlength=10)[:10].astype(float)  # blanks stay in the row's total
-        cm = np.divide(cm, totals[:, None], out=np.zeros_like(cm), where=totals[:, None] > 0)
-    df = pd.DataFrame(cm, index=[f"true {d}" for d in range(10)], columns=[f"pred {d}" for d in range(10)])
+        table = np.divide(table, totals[:, None], out=np.zeros_like(table), where=totals[:, None] > 0)
+    columns = [f"pred {d}" for d in range(10)] + (["blank"] if blank.any() else [])
+    df = pd.DataFrame(table, index=[f"true {d}" for d in range(10)], columns=columns)
     return df if normalise else df.astype(int)
 
 

@@ -86,7 +86,12 @@ def test_row_normalised_confusion_keeps_blanks_in_the_row_total():
     ev, _ = tiny_evaluation()
     cm = confusion_frame(ev.confusion_matrix(), ev.y_true, normalise=True)
     assert cm.loc["true 1", "pred 1"] == 0.5 and cm.loc["true 1", "pred 7"] == 0.5
-    assert cm.loc["true 3"].sum() == 0.0  # its only image was blank
+    assert cm.loc["true 3", "blank"] == 1.0  # its only image was blank: the row still totals its images
+    assert np.allclose(cm.sum(axis=1)[np.bincount(ev.y_true, minlength=10) > 0], 1.0)
+    counts = confusion_frame(ev.confusion_matrix(), ev.y_true)
+    assert (counts.sum(axis=1).to_numpy() == np.bincount(ev.y_true, minlength=10)).all()
+    no_blanks = confusion_frame(np.eye(10, dtype=int), np.arange(10))
+    assert list(no_blanks.columns) == [f"pred {d}" for d in range(10)]  # no blank column when there are none
     assert list(per_digit_frame(ev).columns[:5]) == ["digit", "tp", "tn", "fp", "fn"]
 
 
