@@ -4,6 +4,7 @@ projector screen (1024x768) and a large one (1400x1000), sidebar open and collap
 One server and one browser for the whole module; each case opens its own page (a fresh session).
 """
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -225,20 +226,33 @@ def test_report_matrix_shows_shares_and_keeps_them_when_a_cell_is_clicked(server
         page.goto(f"{server}/report", timeout=60_000)
         page.get_by_test_id("stMetric").filter(has_text="Accuracy").first.wait_for(timeout=180_000)
         _settle(page)
+        chart = page.get_by_test_id("stVegaLiteChart").first
+        chart.scroll_into_view_if_needed()
+        box = chart.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 20)  # the chart's toolbar shows on hover...
+        page.wait_for_timeout(400)
+        views = page.locator(".st-key-view button")
+        assert views.count() >= 5
+        for i in range(views.count()):  # ...and covers none of the view switch's buttons
+            assert views.nth(i).evaluate(_HIT) == "ok", views.nth(i).inner_text()
         share = page.locator("[data-testid=stVegaLiteChart] .vega-bind input[type=checkbox]").first
         assert not share.is_checked()
         share.check()
-        cell = page.get_by_test_id("stCaptionContainer").filter(has_text="read as").first
-        before = cell.inner_text()  # "True 9, read as 3: ...": sklearn digits start at their commonest mistake
+        drill = page.get_by_test_id("stMain").get_by_text(re.compile(r"(True \d, read as \d:|No images of a true)"))
+        before = drill.first.inner_text()  # "True 9, read as 3: ...": sklearn digits start at their commonest mistake
         marks = page.locator("[data-testid=stVegaLiteChart] .marks").first
         marks.scroll_into_view_if_needed()
         page.wait_for_timeout(300)  # the scroll has ended: a click is a click, not a drag
         box = marks.bounding_box()
         assert box["x"] + box["width"] <= size[0]  # the matrix fits the screen
-        page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.3)  # a cell in the third row
+        # 30 % down and 40 % across the chart, axes included: a cell in rows 1-3 and columns 1-5 at either size
+        page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.3)
         # the drill-down follows the click (a new caption; its element may be replaced, so found afresh)
-        page.get_by_test_id("stCaptionContainer").filter(has_text=before).wait_for(state="detached", timeout=30_000)
+        page.get_by_test_id("stMain").get_by_text(before).wait_for(state="detached", timeout=30_000)
         _settle(page)
+        after = drill.first.inner_text()
+        t, p = map(int, re.search(r"true (\d)(?:, read as| read as) (\d)", after, re.I).groups())
+        assert 1 <= t <= 3 and 1 <= p <= 5, after  # a cell near where the click landed, not the old one
         assert share.is_checked()
         assert page.get_by_test_id("stException").count() == 0
     finally:

@@ -204,8 +204,9 @@ def test_automation_view_follows_the_target_accuracy():
     assert not at.exception
     headline = next(m.value for m in at.markdown if "Automate" in m.value)
     assert len(at.get("plotly_chart")) == 1
-    table = at.dataframe[0].value
-    assert list(table["predicted digit"]) == list(range(10)) and "automated" in table.columns
+    table = at.table[0].value
+    assert list(table["predicted digit"]) == list(range(10))
+    assert all(v.endswith(" %") for v in table["automated"]) and "accuracy (95 % CI)" in table.columns
     at.number_input(key="target_accuracy").set_value(95.0).run()
     lower = next(m.value for m in at.markdown if "Automate" in m.value)
     share = lambda s: float(re.search(r"Automate (\d+\.\d) %", s).group(1))  # noqa: E731
@@ -242,21 +243,37 @@ def test_per_digit_methods_and_html_views():
 
 
 def test_rates_table_puts_each_interval_beside_its_value_and_marks_the_weakest():
+    from core.evaluation import per_digit
     from core.report import rates_frame
     from ui.report_view import rates_table
 
-    rows = [{"digit": d, "tp": 9, "fp": 1, "fn": 1, "accuracy": 0.98, "recall": 0.9, "precision": 0.9, "f1": 0.9}
-            for d in range(3)]
-    rows[0].update(precision=0.95)
-    rows[1].update(tp=5, fn=5, recall=0.5, f1=0.64)
-    rows[2].update(tp=0, fp=0, fn=0, recall=None, precision=None, f1=0.0)  # a digit absent from the set
-    styler = rates_table(rates_frame(rows))
+    # digit 7 is absent (recall and F1 0 by convention), digit 2 is never predicted (precision undefined),
+    # digit 9 is the weakest real one: half its images read as 4
+    y_true = np.array([d for d in range(10) if d != 7 for _ in range(4)])
+    y_pred = y_true.copy()
+    y_pred[y_true == 9] = [9, 9, 4, 4]
+    y_pred[y_true == 2] = [3, 3, 3, 3]
+    rates = rates_frame(per_digit(y_true, y_pred))
+    styler = rates_table(rates)
     shown = styler.data
-    assert shown.loc[1, "recall (95 % CI)"].startswith("50.0 % [") and shown.loc[2, "recall (95 % CI)"] == "n/a"
-    assert shown.loc[0, "accuracy"] == "98.0 %"
+    assert shown.loc[9, "recall (95 % CI)"].startswith("50.0 % [") and shown.loc[7, "recall (95 % CI)"] == "n/a"
+    assert shown.loc[2, "precision (95 % CI)"] == "n/a" and shown.loc[0, "accuracy"] == "100.0 %"
     styler._compute()
     marked = {(r, shown.columns[c]) for (r, c), css in styler.ctx.items() if css}
-    assert marked == {(1, "recall (95 % CI)"), (1, "precision (95 % CI)"), (2, "F1")}  # the weakest of each
+    # the weakest of each rate among the digits that have it: recall and F1 at digit 2 (none read right),
+    # precision at digit 3 (4 of its 8 answers wrong) -- never the absent 7
+    assert marked == {(2, "recall (95 % CI)"), (2, "F1"), (3, "precision (95 % CI)")}
+
+
+def test_small_shares_are_not_written_as_zero_and_shades_follow_the_share():
+    from ui.report_view import confusion_cells
+
+    cm = np.zeros((10, 10), int)
+    cm[0, 0], cm[0, 1] = 999, 1  # 0.1 % of the row
+    cells = confusion_cells(cm, np.repeat(np.arange(10), cm.sum(axis=1)), None).set_index(["true", "predicted"])
+    assert cells.loc[(0, 1), "share_label"] == "<1" and cells.loc[(0, 2), "share_label"] == ""
+    assert cells.loc[(0, 0), "share_label"] == "100" and cells.loc[(0, 1), "count_label"] == "1"
+    assert np.allclose(cells["shade"], np.sqrt(cells["share"]))
 
 
 def test_numbers_view_reads_the_built_in_numbers_on_request():

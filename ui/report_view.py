@@ -166,15 +166,15 @@ def confusion_cells(cm: np.ndarray, y_true: np.ndarray, selected: tuple[int, int
     shares = report.confusion_frame(cm, y_true, normalise=True).to_numpy()
     t, p = np.divmod(np.arange(100), 10)
     counts = cm[t, p].astype(int)
-    totals = np.maximum(cm.sum(axis=1), 1)[t]
+    share = shares[t, p]
     chosen = np.zeros(100, bool) if selected is None else (t == selected[0]) & (p == selected[1])
     # empty cells stay blank; shares are written as whole percent without the sign: three characters fit a
-    # cell at 1024 px with the sidebar open (the checkbox says they are percentages)
+    # cell at 1024 px with the sidebar open (the checkbox says they are percentages); a cell that is not empty
+    # never reads 0 beside the empty ones
     return pd.DataFrame({
-        "true": t, "predicted": p, "images": counts, "share": shares[t, p],
-        "shade": np.sqrt(counts / totals),
+        "true": t, "predicted": p, "images": counts, "share": share, "shade": np.sqrt(share),
         "count_label": np.where(counts == 0, "", counts.astype(str)),
-        "share_label": np.where(counts == 0, "", [f"{100 * v:.0f}" for v in shares[t, p]]),
+        "share_label": np.where(counts == 0, "", [f"{100 * v:.0f}" if v >= 0.005 else "<1" for v in share]),
         "chosen": chosen})
 
 
@@ -267,6 +267,9 @@ def confusion_view(ctx: Context) -> None:
     st.session_state.setdefault(p_key, p0)
     left, right = st.columns([1, 1], gap="medium")
     with left:
+        # a line above the chart: its hover toolbar sits there, not over the view switch above (where a click
+        # meant for "Per digit" opened the chart's raw data)
+        st.markdown("**Confusion matrix**")
         chart_key = f"cm-{ctx.token}"
         cells = confusion_cells(cm, ev.y_true, (st.session_state[t_key], st.session_state[p_key]))
         st.vega_lite_chart(cells, confusion_spec(), key=chart_key,
@@ -335,9 +338,14 @@ def rates_table(rates: pd.DataFrame):
                                 rates[["precision", "precision_low", "precision_high"]].to_numpy()],
         "F1": rates["f1"].map(report.pct)})
     weakest = {"recall (95 % CI)": "recall", "precision (95 % CI)": "precision", "F1": "f1"}
+    # a digit the set lacks (recall and F1 0 by convention) or the model never predicts (precision) has no
+    # such rate to be weakest at
+    defined = {"recall": rates["images"] > 0, "precision": rates["precision_low"].notna(),
+               "f1": rates["images"] > 0}
 
     def highlight(column: pd.Series) -> list[str]:
-        values = rates[weakest[column.name]]
+        name = weakest[column.name]
+        values = rates[name].where(defined[name])
         return ["background-color: #fdd" if v == values.min() else "" for v in values]
 
     return shown.style.apply(highlight, subset=list(weakest)).hide(axis="index")
@@ -394,6 +402,23 @@ def coverage_figure(summary: dict) -> go.Figure:
     return fig
 
 
+def automation_table(table: pd.DataFrame):
+    """report.automation_frame to read: shares as the report writes them, the interval beside the accuracy."""
+    import pandas as pd
+
+    def accuracy(value, low, high):
+        return "n/a" if pd.isna(value) or pd.isna(low) else \
+            f"{report.pct(value)} [{100 * low:.1f}-{100 * high:.1f}]"
+
+    return pd.DataFrame({
+        "predicted digit": table["predicted digit"], "images": table["images"],
+        "threshold": ["none reaches the target" if pd.isna(v) else f"{v:.3f}" for v in table["threshold"]],
+        "automated": table["automated"].map(report.pct), "automated images": table["automated images"],
+        "accuracy (95 % CI)": [accuracy(*r) for r in
+                               table[["accuracy", "accuracy_low", "accuracy_high"]].to_numpy(dtype=float)],
+    }).style.hide(axis="index")
+
+
 @st.fragment
 @guarded
 def automation_view(ctx: Context) -> None:
@@ -406,10 +431,9 @@ def automation_view(ctx: Context) -> None:
     st.plotly_chart(coverage_figure(s), key="coverage_chart", config={"displayModeBar": False})
     st.markdown("**Per predicted digit** (what a pipeline knows when it decides)")
     table = report.automation_frame(s["automation_per_digit"])
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "automated": PERCENT, "accuracy": PERCENT, "accuracy_low": st.column_config.NumberColumn(
-            "accuracy low", format="percent"), "accuracy_high": st.column_config.NumberColumn(
-            "accuracy high", format="percent"), "threshold": st.column_config.NumberColumn(format="%.3f")})
+    st.table(automation_table(table))  # ten rows: a static table, laid out at once and fitting 1024 px
+    csv_download("Download per predicted digit (CSV)", table,
+                 f"automation-per-digit-{ctx.ev.target}-{ctx.method}.csv", "dl_automation")
     curve = pd.DataFrame(s["coverage"])
     csv_download("Download risk-coverage (CSV)", curve, f"risk-coverage-{ctx.ev.target}-{ctx.method}.csv",
                  "dl_coverage")
