@@ -56,6 +56,11 @@ With --compare, server D (fresh, empty DIGITLAB_HOME, DIGITLAB_WARMUP=0: the beh
 repeats server A's Home, Training Runs and first prediction (teacher pace), and server E (likewise) server C's
 first prediction drawn at once, for ratios within one run.
 
+Floor (first, its own fresh server, as information): from `page.goto` to the metric of a bare page holding a
+title and one metric. It is what Streamlit itself costs on this machine at this moment: the figures above swing
+with the machine's load (this 2-core machine's floor has measured 1.1 s and 2.4 s within an hour), and each
+page's own cost is its figure less the floor.
+
 Information lines: the warm-up's own duration on servers A, B and C, from the server's log ("Model warm-up ready
 in ... s"), and the commit measured (with "+ uncommitted changes" when the work tree differs).
 """
@@ -94,6 +99,7 @@ FIGURES = {
     "report_cold": ("Report cold, evaluation cached", (9.7, 9.7), 2.0),
     "report_warm": ("Report warm, fully cached", (4.0, 4.0), 2.0),
     "canvas_visible": ("Draw page canvas visible (fresh server)", None, None),
+    "floor": ("Floor: a bare two-element Streamlit page (fresh server)", None, None),
     "first_prediction_at_once": ("First prediction (drawn at once)", (5.1, 5.4), 1.0),
 }
 
@@ -131,14 +137,14 @@ def _free_port() -> int:
 class Server:
     """One `streamlit run app.py` in its own process group; its output is kept for the warm-up log line."""
 
-    def __init__(self, home: Path, label: str, env: dict | None = None) -> None:
+    def __init__(self, home: Path, label: str, env: dict | None = None, script: str = "app.py") -> None:
         self.home, self.label, self.port = home, label, _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         env = dict(os.environ, DIGITLAB_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
                    **(env or {}))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+            [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true", "--server.port",
              str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
@@ -189,8 +195,8 @@ class Server:
 
 
 @contextmanager
-def server(home: Path, label: str, env: dict | None = None):
-    s = Server(home, label, env)
+def server(home: Path, label: str, env: dict | None = None, script: str = "app.py"):
+    s = Server(home, label, env, script)
     try:
         yield s
     finally:
@@ -366,12 +372,38 @@ def _drawn_at_once(browser, home: Path, label: str, env: dict | None = None) -> 
         return canvas, prediction, waited, srv.warmup_seconds()
 
 
+FLOOR_APP = 'import streamlit as st\nst.title("Floor")\nst.metric("Accuracy", "0 %")\n'
+
+
+def _floor(browser, home: Path) -> float:
+    """Seconds from goto to the metric of a bare page (a title and one metric) on a fresh server: what Streamlit
+    itself and this machine cost now, so that the figures above it can be read against the load of the day."""
+    script = home / "floor.py"
+    script.write_text(FLOOR_APP)
+    with server(home, "floor", script=str(script)) as srv:
+        ctx = browser.new_context(viewport=VIEWPORT)
+        page = ctx.new_page()
+        t0 = time.perf_counter()
+        page.goto(srv.url, timeout=90_000)
+        _metric(page, "Accuracy").wait_for(timeout=90_000)
+        seconds = time.perf_counter() - t0
+        ctx.close()
+    return seconds
+
+
 def run_once(browser, think: float | str, log, compare: bool = False) -> tuple[dict, dict]:
-    """One full measurement (three fresh servers, four with `compare`); the figures and notes."""
+    """One full measurement (a bare floor page, then three fresh servers, four with `compare`); the figures
+    and notes."""
     out, notes = {}, {}
     home_a = Path(tempfile.mkdtemp(prefix="digitlab-bench-a-"))
     home_c = Path(tempfile.mkdtemp(prefix="digitlab-bench-c-"))
     try:
+        floor_home = Path(tempfile.mkdtemp(prefix="digitlab-bench-floor-"))
+        try:
+            out["floor"] = _floor(browser, floor_home)
+        finally:
+            shutil.rmtree(floor_home, ignore_errors=True)
+        log(f"  floor: a bare two-element page {out['floor']:.2f} s")
         with server(home_a, "A") as srv:
             ctx = browser.new_context(viewport=VIEWPORT)
             page = ctx.new_page()
