@@ -254,6 +254,18 @@ def test_report_matrix_shows_shares_and_keeps_them_when_a_cell_is_clicked(server
         t, p = map(int, re.search(r"true (\d)(?:, read as| read as) (\d)", after, re.I).groups())
         assert 1 <= t <= 3 and 1 <= p <= 5, after  # a cell near where the click landed, not the old one
         assert share.is_checked()
+        # another cell chosen in the boxes, then the clicked cell clicked again: the drill-down follows the click
+        box_t = page.get_by_test_id("stSelectbox").filter(has_text="True digit").first
+        box_t.click()
+        page.get_by_role("option").filter(has_text="8").first.click()
+        page.get_by_test_id("stMain").get_by_text(after).wait_for(state="detached", timeout=30_000)
+        _settle(page)
+        marks = page.locator("[data-testid=stVegaLiteChart] .marks").first
+        marks.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        box = marks.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.3)
+        page.get_by_test_id("stMain").get_by_text(after).wait_for(timeout=30_000)
         assert page.get_by_test_id("stException").count() == 0
     finally:
         page.close()

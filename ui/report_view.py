@@ -251,9 +251,22 @@ def _on_click(chart_key: str, token: str) -> None:
         st.session_state[_keys(token)[0]], st.session_state[_keys(token)[1]] = cell
 
 
+def _chart_generation(token: str) -> str:
+    return f"cm_gen-{token}"
+
+
+def _chosen_in_boxes(token: str) -> None:
+    """A cell chosen in the boxes: the chart is drawn anew (a new key), so that it lets go of the cell last
+    clicked. Vega-Lite keeps a clicked cell selected, and a click on it again changes nothing, so no rerun
+    would follow: the drill-down stayed on the boxes' cell."""
+    key = _chart_generation(token)
+    st.session_state[key] = st.session_state.get(key, 0) + 1
+
+
 def _on_true_digit(cm: np.ndarray, token: str) -> None:
     t_key, p_key = _keys(token)
     st.session_state[p_key] = commonest_mistake(cm, st.session_state[t_key])[1]
+    _chosen_in_boxes(token)
 
 
 @st.fragment
@@ -270,7 +283,7 @@ def confusion_view(ctx: Context) -> None:
         # a line above the chart: its hover toolbar sits there, not over the view switch above (where a click
         # meant for "Per digit" opened the chart's raw data)
         st.markdown("**Confusion matrix**")
-        chart_key = f"cm-{ctx.token}"
+        chart_key = f"cm-{ctx.token}-{st.session_state.get(_chart_generation(ctx.token), 0)}"
         cells = confusion_cells(cm, ev.y_true, (st.session_state[t_key], st.session_state[p_key]))
         st.vega_lite_chart(cells, confusion_spec(), key=chart_key,
                            on_select=functools.partial(_on_click, chart_key, ctx.token), selection_mode="cell",
@@ -288,7 +301,7 @@ def confusion_view(ctx: Context) -> None:
         t = st.session_state[t_key]
         options = list(range(10)) + ([BLANK] if ev.blank else [])
         blanks_in_row = int(((ev.y_true == t) & (ev.y_pred == BLANK)).sum())
-        b.selectbox("Predicted digit", options, key=p_key,
+        b.selectbox("Predicted digit", options, key=p_key, on_change=_chosen_in_boxes, args=(ctx.token,),
                     format_func=lambda p: f"blank ({blanks_in_row})" if p == BLANK else f"{p} ({int(cm[t, p])})")
         cell_images(ctx, t, st.session_state[p_key])
 
