@@ -55,16 +55,22 @@ def per_digit_frame(ev: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(ev.per_digit())
 
 
-def confusion_frame(cm, y_true, normalise: bool = False) -> pd.DataFrame:
+def confusion_frame(cm, y_true, normalise: bool = False, y_pred=None) -> pd.DataFrame:
     """The 10x10 confusion matrix `cm` (Evaluation.confusion_matrix(), or the `confusion_matrix` of its
     as_dict(): saved, so no scikit-learn import) as a labelled table; normalised by each true digit's images.
 
     When some images were blank (no ink: no prediction), a last column "blank" counts them, so that every row
-    totals its digit's images (and its shares 1)."""
+    totals its digit's images (and its shares 1). With `y_pred`, unreadable images are left out of the rows'
+    totals, as they are of `cm` and of every rate: skipped, they are no answer at all."""
     import pandas as pd
 
+    from core.evaluation import UNREADABLE
+
     cm = np.asarray(cm, dtype=float)
-    totals = np.bincount(np.asarray(y_true, dtype=int), minlength=10)[:10].astype(float)
+    y_true = np.asarray(y_true, dtype=int)
+    if y_pred is not None:
+        y_true = y_true[np.asarray(y_pred) != UNREADABLE]
+    totals = np.bincount(y_true, minlength=10)[:10].astype(float)
     blank = np.clip(totals - cm.sum(axis=1), 0, None)  # the images of each row that are in no cell of cm
     table = np.column_stack([cm, blank]) if blank.any() else cm
     if normalise:

@@ -95,6 +95,16 @@ def test_row_normalised_confusion_keeps_blanks_in_the_row_total():
     assert list(per_digit_frame(ev).columns[:5]) == ["digit", "tp", "tn", "fp", "fn"]
 
 
+def test_unreadable_images_are_in_no_row_total_of_the_confusion_table():
+    from core.evaluation import UNREADABLE, confusion
+
+    y_true, y_pred = np.array([0, 0, 1, 1]), np.array([0, UNREADABLE, 1, 1])  # one 0 could not be read at all
+    cm = confusion(y_true, y_pred)
+    shares = confusion_frame(cm, y_true, normalise=True, y_pred=y_pred)
+    assert "blank" not in shares.columns and shares.loc["true 0", "pred 0"] == 1.0  # skipped, not blank
+    assert "blank" in confusion_frame(cm, y_true).columns  # without y_pred it cannot tell the two apart
+
+
 def test_rates_carry_wilson_intervals():
     rates = report.rates_frame(synthetic(wrong={8: (1, 10)}).per_digit()).set_index("digit")
     assert rates.loc[8, "recall"] == pytest.approx(0.8) and rates.loc[8, "images"] == 50

@@ -266,14 +266,20 @@ def test_rates_table_puts_each_interval_beside_its_value_and_marks_the_weakest()
 
 
 def test_small_shares_are_not_written_as_zero_and_shades_follow_the_share():
+    from core.evaluation import BLANK
     from ui.report_view import confusion_cells
 
     cm = np.zeros((10, 10), int)
     cm[0, 0], cm[0, 1] = 999, 1  # 0.1 % of the row
-    cells = confusion_cells(cm, np.repeat(np.arange(10), cm.sum(axis=1)), None).set_index(["true", "predicted"])
+    cm[1, 1], cm[1, 7] = 2, 1  # and one more true 1 that was blank: the row has four images
+    y_true = np.repeat(np.arange(10), cm.sum(axis=1) + (np.arange(10) == 1))
+    y_pred = np.concatenate([np.repeat(np.arange(10), cm[0]), [1, 1, 7, BLANK]])
+    cells = confusion_cells(cm, y_true, None, y_pred).set_index(["true", "predicted"])
     assert cells.loc[(0, 1), "share_label"] == "<1" and cells.loc[(0, 2), "share_label"] == ""
-    assert cells.loc[(0, 0), "share_label"] == "100" and cells.loc[(0, 1), "count_label"] == "1"
-    assert np.allclose(cells["shade"], np.sqrt(cells["share"]))
+    assert cells.loc[(0, 0), "share_label"] == ">99"  # 99.9 %: not 100 beside a '<1'
+    assert cells.loc[(0, 1), "count_label"] == "1"
+    assert cells.loc[(1, 1), "share_label"] == "50" and cells.loc[(1, 7), "share_label"] == "25"  # of 4, blank too
+    assert cells.loc[(1, 1), "shade"] == pytest.approx(np.sqrt(0.5))  # shaded by the same share as its label
 
 
 def test_numbers_view_reads_the_built_in_numbers_on_request():

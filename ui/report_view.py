@@ -157,13 +157,15 @@ def automation_headline(a: dict) -> str:
 SHARE_PARAM = "share"
 
 
-def confusion_cells(cm: np.ndarray, y_true: np.ndarray, selected: tuple[int, int] | None) -> pd.DataFrame:
+def confusion_cells(cm: np.ndarray, y_true: np.ndarray, selected: tuple[int, int] | None,
+                    y_pred: np.ndarray | None = None) -> pd.DataFrame:
     """The chart's data: one row per (true, predicted) cell with its count, share of the row, both labels, its
-    shade and whether it is the chosen cell. Rows total every image of the true digit, blanks included."""
+    shade and whether it is the chosen cell. Rows total every image of the true digit, blanks included
+    (unreadable ones left out when `y_pred` is given: see report.confusion_frame)."""
     import pandas as pd
 
     cm = np.asarray(cm)
-    shares = report.confusion_frame(cm, y_true, normalise=True).to_numpy()
+    shares = report.confusion_frame(cm, y_true, normalise=True, y_pred=y_pred).to_numpy()
     t, p = np.divmod(np.arange(100), 10)
     counts = cm[t, p].astype(int)
     share = shares[t, p]
@@ -174,8 +176,17 @@ def confusion_cells(cm: np.ndarray, y_true: np.ndarray, selected: tuple[int, int
     return pd.DataFrame({
         "true": t, "predicted": p, "images": counts, "share": share, "shade": np.sqrt(share),
         "count_label": np.where(counts == 0, "", counts.astype(str)),
-        "share_label": np.where(counts == 0, "", [f"{100 * v:.0f}" if v >= 0.005 else "<1" for v in share]),
+        "share_label": np.where(counts == 0, "", [_share_label(v) for v in share]),
         "chosen": chosen})
+
+
+def _share_label(share: float) -> str:
+    """A share as whole percent, never rounded to 0 or to 100 when it is neither: '<1', '>99'."""
+    if 0 < share < 0.005:
+        return "<1"
+    if 0.995 <= share < 1:
+        return ">99"
+    return f"{100 * share:.0f}"
 
 
 def confusion_spec() -> dict:
@@ -184,7 +195,8 @@ def confusion_spec() -> dict:
     switches the labels from counts to percentages of the row in the browser.
 
     The spec never changes, only its data: Streamlit then replaces the data in the drawn chart instead of
-    drawing it anew, so the checkbox keeps its state when a cell is chosen. Vega-Lite draws on a canvas: a
+    drawing it anew, so the checkbox keeps its state when a cell is clicked (a choice in the boxes below draws
+    the chart anew: see _chosen_in_boxes). Vega-Lite draws on a canvas: a
     redraw costs the browser about half what the same plotly heatmap costs (Chromium's long tasks). Cells are
     shaded by the square root of their share of the row: the diagonal's 90 % would otherwise leave a 10 %
     confusion as pale as an empty cell.
@@ -284,14 +296,15 @@ def confusion_view(ctx: Context) -> None:
         # meant for "Per digit" opened the chart's raw data)
         st.markdown("**Confusion matrix**")
         chart_key = f"cm-{ctx.token}-{st.session_state.get(_chart_generation(ctx.token), 0)}"
-        cells = confusion_cells(cm, ev.y_true, (st.session_state[t_key], st.session_state[p_key]))
+        cells = confusion_cells(cm, ev.y_true, (st.session_state[t_key], st.session_state[p_key]), ev.y_pred)
         st.vega_lite_chart(cells, confusion_spec(), key=chart_key,
                            on_select=functools.partial(_on_click, chart_key, ctx.token), selection_mode="cell",
                            width="stretch")
         with st.container(horizontal=True, gap="small"):
-            csv_download("Download counts (CSV)", report.confusion_frame(cm, ev.y_true),
+            csv_download("Download counts (CSV)", report.confusion_frame(cm, ev.y_true, y_pred=ev.y_pred),
                          f"confusion-{ev.target}-{ctx.method}.csv", "dl_cm", index=True)
-            csv_download("Download row shares (CSV)", report.confusion_frame(cm, ev.y_true, normalise=True),
+            csv_download("Download row shares (CSV)",
+                         report.confusion_frame(cm, ev.y_true, normalise=True, y_pred=ev.y_pred),
                          f"confusion-shares-{ev.target}-{ctx.method}.csv", "dl_cm_shares", index=True)
     with right:
         st.markdown("**Images behind a cell**")
@@ -425,7 +438,8 @@ def automation_table(table: pd.DataFrame):
 
     return pd.DataFrame({
         "predicted digit": table["predicted digit"], "images": table["images"],
-        "threshold": ["none reaches the target" if pd.isna(v) else f"{v:.3f}" for v in table["threshold"]],
+        "threshold": ["never predicted" if n == 0 else "none reaches the target" if pd.isna(v) else f"{v:.3f}"
+                      for v, n in zip(table["threshold"], table["images"])],
         "automated": table["automated"].map(report.pct), "automated images": table["automated images"],
         "accuracy (95 % CI)": [accuracy(*r) for r in
                                table[["accuracy", "accuracy_low", "accuracy_high"]].to_numpy(dtype=float)],
