@@ -1,0 +1,134 @@
+"""Other ways to spend k labelled digits per class, against core.adaptation's fine-tuning, on form variants only.
+
+Issue 9 asks for >= 98 % on scikit-learn digits with 10 labelled digits per class; fine-tuning gives about
+97.8 %. Each candidate here changes one thing about that fine-tuning and is measured on the five variant domains
+of bench/select_adaptation.py (core.variants; never on scikit-learn digits as distributed, the target the choice
+is checked on), k=10, seeds 0 and 1 (select_adaptation.py uses seed 0 alone), and the mean over all ten fits is
+printed last.
+
+- current: core.adaptation's fine-tune (4 elastic copies per labelled image, 600 steps, Adam 3e-4, replay 0.25);
+- self-training: fine-tune, label the rest of the pool (unlabelled scans) with the fine-tuned model where it is
+  at least 90 % confident, and fine-tune the shipped model again on both (the labels stay k per class);
+- ensemble of 3: the mean probabilities of three fine-tunes with different seeds;
+- replay 0.1: a tenth of each batch MNIST instead of a quarter;
+- 2 elastic + 2 affine: half the copies elastic, half rotated (+-10 deg), scaled (+-10 %) and shifted (+-2 px);
+- AdamW 1e-2: decoupled weight decay;
+- label smoothing 0.1.
+
+    python bench/adaptation_candidates.py      # 13 minutes on this 2-core CPU
+
+Measured here: current 97.50 %, self-training 97.56 %, ensemble of 3 97.37 %, replay 0.1 97.32 %, 2 elastic +
+2 affine 97.37 %, AdamW 1e-2 97.51 %, label smoothing 0.1 96.97 % (means of ten fits): none ahead of the current
+fine-tuning by more than half an image in a thousand, so core.adaptation keeps it.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from core import adaptation as A  # noqa: E402
+from core import variants as V  # noqa: E402
+
+DOMAINS = [("mnist-test", "low-res"), ("mnist-test", "slant"), ("mnist-test", "european"),
+           ("sklearn-digits", "thick-pen"), ("sklearn-digits", "stretched")]
+SEEDS = 2
+PSEUDO_CONFIDENCE = 0.9
+
+
+def affine_copies(x: np.ndarray, copies: int, seed: int) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed + 7)
+    out = []
+    for _ in range(copies):
+        for img in x:
+            m = cv2.getRotationMatrix2D((13.5, 13.5), rng.uniform(-10, 10), rng.uniform(0.9, 1.1))
+            m[:, 2] += rng.uniform(-2, 2, 2)
+            out.append(cv2.warpAffine(img[..., 0], m, (28, 28), flags=cv2.INTER_LINEAR, borderValue=0)[..., None])
+    return np.stack(out).astype(np.float32)
+
+
+def fit(base, x, y, seed, replay, replay_share=None, weight_decay=None, smoothing=0.0):
+    """core.adaptation.fit_strategy's fine-tune (the same draws in the same order), with one thing changeable."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = A._fresh_copy(base, keep_weights=True)
+    s = A.SETTINGS["fine-tune"]
+    replay_share = s.replay if replay_share is None else replay_share
+    rng = np.random.default_rng(seed)
+    n = s.steps * s.batch_size
+    n_replay = int(round(n * replay_share))
+    pick = rng.integers(0, len(x), n - n_replay)
+    rp = rng.integers(0, len(replay[1]), n_replay)
+    order = rng.permutation(n)
+    fx = np.concatenate([x[pick], replay[0][rp]])[order]
+    fy = np.concatenate([y[pick], replay[1][rp]])[order]
+    optimizer = (keras.optimizers.AdamW(learning_rate=s.learning_rate, weight_decay=weight_decay) if weight_decay
+                 else keras.optimizers.Adam(learning_rate=s.learning_rate))
+    if smoothing:
+        loss, fy = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing), keras.utils.to_categorical(fy, 10)
+    else:
+        loss = "sparse_categorical_crossentropy"
+    model.compile(optimizer=optimizer, loss=loss)
+    model.fit(fx, fy, batch_size=s.batch_size, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def main() -> None:
+    from core.models import Predictor, load_model, reused_model_path, to_model_input
+    from core.reframing import DEFAULT_METHOD, reframe_batch
+    from core.training import elastic_copies
+
+    base = load_model(reused_model_path())
+    replay = A._mnist_replay(0)
+    rows: dict[str, list[float]] = {}
+    t0 = time.time()
+    for src, var in DOMAINS:
+        scans, labels, _ = V.load_source(src, n=1000 if src == "mnist-test" else None)
+        x, y = V.VARIANTS[var](scans, labels, 0)
+        X, blank = reframe_batch(x, DEFAULT_METHOD)
+        x_all, y_all = to_model_input(X), np.asarray(y)
+        pool, test = A.split_target(y_all, 0.5, 0)
+
+        def proba(model):
+            return Predictor(model).predict_proba(x_all[test])
+
+        def accuracy(p):
+            return float(np.mean(np.where(blank[test], -1, p.argmax(1)) == y_all[test]))
+
+        for seed in range(SEEDS):
+            idx = A.sample_shots(y_all, pool, 10, seed=seed)
+            idx = idx[~blank[idx]]
+            xk, yk = x_all[idx], y_all[idx]
+            xa = np.concatenate([xk, elastic_copies(xk, A.ELASTIC_COPIES, random_state=seed)])
+            ya = np.tile(yk, A.ELASTIC_COPIES + 1)
+            current = fit(base, xa, ya, seed, replay)
+            r = {"current": accuracy(p0 := proba(current))}
+            rest = np.setdiff1d(pool, idx)
+            rest = rest[~blank[rest]]
+            pr = Predictor(current).predict_proba(x_all[rest])
+            sure = pr.max(1) >= PSEUDO_CONFIDENCE
+            r["self-training"] = accuracy(proba(fit(base, np.concatenate([xa, x_all[rest][sure]]),
+                                                    np.concatenate([ya, pr.argmax(1)[sure]]), seed, replay)))
+            others = [proba(fit(base, xa, ya, 100 * k + seed, replay)) for k in (1, 2)]
+            r["ensemble of 3"] = accuracy(np.mean([p0] + others, axis=0))
+            r["replay 0.1"] = accuracy(proba(fit(base, xa, ya, seed, replay, replay_share=0.1)))
+            half = A.ELASTIC_COPIES // 2
+            xb = np.concatenate([xk, elastic_copies(xk, half, random_state=seed), affine_copies(xk, half, seed)])
+            r["2 elastic + 2 affine"] = accuracy(proba(fit(base, xb, np.tile(yk, 2 * half + 1), seed, replay)))
+            r["AdamW 1e-2"] = accuracy(proba(fit(base, xa, ya, seed, replay, weight_decay=1e-2)))
+            r["label smoothing 0.1"] = accuracy(proba(fit(base, xa, ya, seed, replay, smoothing=0.1)))
+            for k, v in r.items():
+                rows.setdefault(k, []).append(v)
+            print(f"{src}/{var} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items())
+                  + f"  [{time.time() - t0:.0f} s]", flush=True)
+    for k, v in rows.items():
+        print(f"MEAN {k:<22} k=10 {np.mean(v):.4f}")
+
+
+if __name__ == "__main__":
+    main()
