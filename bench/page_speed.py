@@ -58,7 +58,7 @@ first prediction drawn at once, for ratios within one run.
 
 Floor (first, its own fresh server, as information): from `page.goto` to the metric of a bare page holding a
 title and one metric. It is what Streamlit itself costs on this machine at this moment: the figures above swing
-with the machine's load (this 2-core machine's floor has measured 1.1 s and 2.4 s within an hour), and each
+with the machine's load (this 2-core machine's floor has measured 1.1 s and 2.4 s within half an hour), and each
 page's own cost is its figure less the floor.
 
 Information lines: the warm-up's own duration on servers A, B and C, from the server's log ("Model warm-up ready
