@@ -146,6 +146,7 @@ def test_the_selection_resets_when_the_data_set_method_or_model_changes():
 
 
 def test_clicking_a_matrix_cell_selects_it():
+    from core.report import confusion_frame
     from ui.report_view import cell_from_selection, commonest_mistake, confusion_cells, confusion_spec
 
     # what st.vega_lite_chart reports for a click on the cell (true 1, read as 8), and for a second click
@@ -156,13 +157,13 @@ def test_clicking_a_matrix_cell_selects_it():
     assert commonest_mistake(cm) == (7, 1) and commonest_mistake(cm, 3) == (3, 8)
     assert commonest_mistake(np.eye(10, dtype=int), 4) == (4, 4)
     y_true = np.repeat(np.arange(10), cm.sum(axis=1))
-    frame = confusion_cells(cm, y_true, (3, 8))
+    frame = confusion_cells(cm, confusion_frame(cm, y_true, normalise=True), (3, 8))
     cells = {(r["true"], r["predicted"]): r for r in frame.to_dict(orient="records")}
     assert len(cells) == 100 and cells[3, 8]["chosen"] and not cells[7, 1]["chosen"] and frame["chosen"].sum() == 1
     assert cells[3, 8]["images"] == 4 and cells[3, 8]["count_label"] == "4"
     assert cells[3, 8]["share_label"] == "36"  # 4 of the row's 11 images, in percent
     assert cells[0, 1]["count_label"] == cells[0, 1]["share_label"] == ""  # an empty cell stays blank
-    assert not confusion_cells(cm, y_true, None)["chosen"].any()
+    assert not confusion_cells(cm, confusion_frame(cm, y_true, normalise=True), None)["chosen"].any()
     spec = confusion_spec()
     assert "data" not in spec  # the spec never changes: Streamlit swaps the data in the drawn chart
     assert spec["layer"][0]["params"][0]["select"]["fields"] == ["true", "predicted"]
@@ -267,6 +268,7 @@ def test_rates_table_puts_each_interval_beside_its_value_and_marks_the_weakest()
 
 def test_small_shares_are_not_written_as_zero_and_shades_follow_the_share():
     from core.evaluation import BLANK
+    from core.report import confusion_frame
     from ui.report_view import confusion_cells
 
     cm = np.zeros((10, 10), int)
@@ -274,7 +276,8 @@ def test_small_shares_are_not_written_as_zero_and_shades_follow_the_share():
     cm[1, 1], cm[1, 7] = 2, 1  # and one more true 1 that was blank: the row has four images
     y_true = np.repeat(np.arange(10), cm.sum(axis=1) + (np.arange(10) == 1))
     y_pred = np.concatenate([np.repeat(np.arange(10), cm[0]), [1, 1, 7, BLANK]])
-    cells = confusion_cells(cm, y_true, None, y_pred).set_index(["true", "predicted"])
+    shares = confusion_frame(cm, y_true, normalise=True, y_pred=y_pred)
+    cells = confusion_cells(cm, shares, None).set_index(["true", "predicted"])
     assert cells.loc[(0, 1), "share_label"] == "<1" and cells.loc[(0, 2), "share_label"] == ""
     assert cells.loc[(0, 0), "share_label"] == ">99"  # 99.9 %: not 100 beside a '<1'
     assert cells.loc[(0, 1), "count_label"] == "1"

@@ -157,15 +157,14 @@ def automation_headline(a: dict) -> str:
 SHARE_PARAM = "share"
 
 
-def confusion_cells(cm: np.ndarray, y_true: np.ndarray, selected: tuple[int, int] | None,
-                    y_pred: np.ndarray | None = None) -> pd.DataFrame:
+def confusion_cells(cm: np.ndarray, shares: pd.DataFrame, selected: tuple[int, int] | None) -> pd.DataFrame:
     """The chart's data: one row per (true, predicted) cell with its count, share of the row, both labels, its
-    shade and whether it is the chosen cell. Rows total every image of the true digit, blanks included
-    (unreadable ones left out when `y_pred` is given: see report.confusion_frame)."""
+    shade and whether it is the chosen cell. `shares` is report.confusion_frame(..., normalise=True), the table
+    also offered as CSV: rows total every image of the true digit, blanks included, unreadable ones left out."""
     import pandas as pd
 
     cm = np.asarray(cm)
-    shares = report.confusion_frame(cm, y_true, normalise=True, y_pred=y_pred).to_numpy()
+    shares = shares.to_numpy()  # a "blank" column, when there is one, comes after the ten digits'
     t, p = np.divmod(np.arange(100), 10)
     counts = cm[t, p].astype(int)
     share = shares[t, p]
@@ -296,16 +295,16 @@ def confusion_view(ctx: Context) -> None:
         # meant for "Per digit" opened the chart's raw data)
         st.markdown("**Confusion matrix**")
         chart_key = f"cm-{ctx.token}-{st.session_state.get(_chart_generation(ctx.token), 0)}"
-        cells = confusion_cells(cm, ev.y_true, (st.session_state[t_key], st.session_state[p_key]), ev.y_pred)
+        shares = report.confusion_frame(cm, ev.y_true, normalise=True, y_pred=ev.y_pred)  # drawn and downloadable
+        cells = confusion_cells(cm, shares, (st.session_state[t_key], st.session_state[p_key]))
         st.vega_lite_chart(cells, confusion_spec(), key=chart_key,
                            on_select=functools.partial(_on_click, chart_key, ctx.token), selection_mode="cell",
                            width="stretch")
         with st.container(horizontal=True, gap="small"):
             csv_download("Download counts (CSV)", report.confusion_frame(cm, ev.y_true, y_pred=ev.y_pred),
                          f"confusion-{ev.target}-{ctx.method}.csv", "dl_cm", index=True)
-            csv_download("Download row shares (CSV)",
-                         report.confusion_frame(cm, ev.y_true, normalise=True, y_pred=ev.y_pred),
-                         f"confusion-shares-{ev.target}-{ctx.method}.csv", "dl_cm_shares", index=True)
+            csv_download("Download row shares (CSV)", shares, f"confusion-shares-{ev.target}-{ctx.method}.csv",
+                         "dl_cm_shares", index=True)
     with right:
         st.markdown("**Images behind a cell**")
         st.caption("Click a cell of the matrix, or choose it here.")
@@ -348,19 +347,22 @@ def cell_images(ctx: Context, t: int, p: int) -> None:
 
 # --- per digit -------------------------------------------------------------------------------------------------
 
+def _with_interval(value: float, low: float, high: float) -> str:
+    """'84.6 % [78.7-89.1]': a share and its 95 % interval in one cell; 'n/a' without an interval."""
+    import pandas as pd
+
+    return "n/a" if pd.isna(value) or pd.isna(low) else f"{report.pct(value)} [{100 * low:.1f}-{100 * high:.1f}]"
+
+
 def rates_table(rates: pd.DataFrame):
     """The per-digit rates to read (the CSV keeps the numbers): each interval beside its value, so six columns
     fit a 1024-px screen, and the weakest recall, precision and F1 highlighted."""
     import pandas as pd
 
-    def interval(value, low, high):
-        return "n/a" if pd.isna(value) or pd.isna(low) else \
-            f"{report.pct(value)} [{100 * low:.1f}-{100 * high:.1f}]"
-
     shown = pd.DataFrame({
         "digit": rates["digit"], "images": rates["images"], "accuracy": rates["accuracy"].map(report.pct),
-        "recall (95 % CI)": [interval(*r) for r in rates[["recall", "recall_low", "recall_high"]].to_numpy()],
-        "precision (95 % CI)": [interval(*r) for r in
+        "recall (95 % CI)": [_with_interval(*r) for r in rates[["recall", "recall_low", "recall_high"]].to_numpy()],
+        "precision (95 % CI)": [_with_interval(*r) for r in
                                 rates[["precision", "precision_low", "precision_high"]].to_numpy()],
         "F1": rates["f1"].map(report.pct)})
     weakest = {"recall (95 % CI)": "recall", "precision (95 % CI)": "precision", "F1": "f1"}
@@ -432,16 +434,12 @@ def automation_table(table: pd.DataFrame):
     """report.automation_frame to read: shares as the report writes them, the interval beside the accuracy."""
     import pandas as pd
 
-    def accuracy(value, low, high):
-        return "n/a" if pd.isna(value) or pd.isna(low) else \
-            f"{report.pct(value)} [{100 * low:.1f}-{100 * high:.1f}]"
-
     return pd.DataFrame({
         "predicted digit": table["predicted digit"], "images": table["images"],
         "threshold": ["never predicted" if n == 0 else "none reaches the target" if pd.isna(v) else f"{v:.3f}"
                       for v, n in zip(table["threshold"], table["images"])],
         "automated": table["automated"].map(report.pct), "automated images": table["automated images"],
-        "accuracy (95 % CI)": [accuracy(*r) for r in
+        "accuracy (95 % CI)": [_with_interval(*r) for r in
                                table[["accuracy", "accuracy_low", "accuracy_high"]].to_numpy(dtype=float)],
     }).style.hide(axis="index")
 
