@@ -16,13 +16,12 @@ PAGES = [
     st.Page("pages/training.py", title="Training Runs", icon=":material/monitoring:", url_path="training"),
 ]
 
-warmup.page_started()  # while this page runs, the background warm-up gives way to it
 try:
     with guard():  # an unexpected error: a short message here, the traceback in the server log
         st.navigation(PAGES).run()
 finally:
-    warmup.page_finished()
-    # TensorFlow and the shipped model load in a background thread, started by the first page load of this
-    # process (later calls cost a lock): drawing then never waits for them. Started after the page has run
-    # (also when it ended with st.stop or st.rerun), so the first page does not share the CPU with the import.
+    # TensorFlow and the shipped model load in a process of their own, started by the first page load of this
+    # server (later calls cost a lock): drawing then never waits for them, and no page shares an interpreter
+    # with the import. Started after the page has run (also when it ended with st.stop or st.rerun), so the
+    # first page does not share the CPU with the child's start.
     warmup.start()

@@ -373,13 +373,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_identity(path: str | Path, model=None) -> dict:
-    """Who the model under test is: name, parameters, input shape, SHA-256 of the file, what it learnt from."""
+def describe_model(model) -> dict:
+    """name, params, input_shape and outputs of a Keras model: its part of model_identity."""
+    return {"name": model.name, "params": int(model.count_params()),
+            "input_shape": list(model.input_shape[1:]), "outputs": int(model.output_shape[-1])}
+
+
+def model_identity(path: str | Path, description: dict | None = None) -> dict:
+    """Who the model under test is: name, parameters, input shape, SHA-256 of the file, what it learnt from.
+
+    `description` is `Predictor.describe()` (or describe_model of a loaded model) when the model is loaded.
+    """
     path = Path(path)
     info = {"file": path.name, "sha256": file_sha256(path)}
-    if model is not None:
-        info.update(name=model.name, params=int(model.count_params()),
-                    input_shape=list(model.input_shape[1:]), outputs=int(model.output_shape[-1]))
+    if description is not None:
+        info.update(description)
     run_json = path.parent / "run.json"
     if path.name == "model.keras" and run_json.is_file():  # a run folder says what it was trained on
         import json
@@ -432,6 +440,7 @@ class Predictor:
         import tensorflow as tf
 
         self.model = model
+        self._features: Predictor | None = None  # the penultimate-layer model, made on first use
         shape = (None,) + tuple(model.input_shape[1:])
         self._shape = tuple(model.input_shape[1:])
         self._call = tf.function(lambda x: model(x, training=False),
@@ -457,6 +466,18 @@ class Predictor:
             return np.zeros((0,) + tuple(self.model.output_shape[1:]), np.float32)
         out = [self._call(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out).astype(np.float32)
+
+    def describe(self) -> dict:
+        """name, params, input_shape, outputs (see model_identity)."""
+        return describe_model(self.model)
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        """Penultimate-layer features (the input of the last Dense layer) for inputs X of shape (n, 28, 28[, 1])."""
+        if self._features is None:
+            from core.shift import penultimate_model
+
+            self._features = Predictor(penultimate_model(self.model))
+        return self._features.outputs(X)
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities, shape (n, 10), for model inputs X of shape (n, 28, 28[, 1]).

@@ -467,11 +467,9 @@ def feature_sample(predictor, source, target, method: str = DEFAULT_METHOD, per_
     """Penultimate features of a stratified sample of each domain, reframed with `method`.
 
     Returns (table with domain, index, label, predicted, confidence, correct; features (n, width)).
-    `predictor` is a core.models.Predictor; `*_index` restrict the sample to those positions (non-blank images).
+    `predictor` is a core.models.Predictor (or a core.model_process.RemotePredictor); `*_index` restrict the
+    sample to those positions (non-blank images).
     """
-    from core.models import Predictor
-
-    features_of = Predictor(penultimate_model(predictor.model))
     tables, feats = [], []
     for dom, ds, allowed in (("source", source, source_index), ("target", target, target_index)):
         allowed = np.arange(len(ds)) if allowed is None else np.asarray(allowed)
@@ -486,7 +484,7 @@ def feature_sample(predictor, source, target, method: str = DEFAULT_METHOD, per_
         y = np.asarray(ds.labels)[pick]
         tables.append(pd.DataFrame({"domain": dom, "index": pick, "label": y, "predicted": proba.argmax(1),
                                     "confidence": proba.max(1), "correct": proba.argmax(1) == y}))
-        feats.append(features_of.outputs(X))
+        feats.append(predictor.features(X))
     return pd.concat(tables, ignore_index=True), np.concatenate(feats)
 
 

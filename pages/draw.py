@@ -109,7 +109,7 @@ with right:
     # The answer first: at 1024x768 it is then in view as soon as the stroke ends.
     st.metric("Predicted digit", chosen.digit, f"{chosen.confidence:.1%} confident", delta_color="off",
               delta_arrow="off")
-    ident = model_identity(model_path or reused_model_path(), predictor.model)
+    ident = model_identity(model_path or reused_model_path(), predictor.describe())
     st.caption(md_escape(f"Model: {ident['name']} · {ident['params']:,} parameters · input "
                          f"{tuple(ident['input_shape'])} · SHA-256 {ident['sha256'][:12]} · trained on "
                          f"{ident['trained_on']}"))

@@ -1,8 +1,10 @@
-"""ui.warmup: TensorFlow and the shipped model warmed up in a background thread, handed out by ui.cache."""
-import gc
+"""ui.warmup: the model process started with the server's first page, its predictors handed out by ui.cache."""
+import os
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import Future
 
 import cv2
 import pytest
@@ -17,16 +19,42 @@ CACHED_LOAD = cache._load_predictor  # Streamlit's cached loader (some tests rep
 
 @pytest.fixture(autouse=True)
 def _fresh_warmup(monkeypatch):
-    """Each test starts with no warm-up and no model cached by Streamlit, and leaves none running."""
+    """Each test starts with no warm-up and no model cached by Streamlit, and leaves no child running."""
     monkeypatch.delenv("DIGITLAB_WARMUP", raising=False)
     monkeypatch.setattr(warmup, "START_DELAY_S", 0.0)  # the test about the delay sets its own
     warmup._reset()
     CACHED_LOAD.clear()
     yield
-    warmup._reset()  # joins a thread still running
-    gc.unfreeze()  # a warm-up froze the heap: give the rest of the suite its collector back
+    warmup._reset()  # stops a child still running
     CACHED_LOAD.clear()
     cache.reused_model_info.clear()  # a test may have read it with the model folder patched away
+
+
+class FakeProcess:
+    """Stands in for core.model_process.ModelProcess: loads resolve when the test says so."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.loads: dict[str | None, Future] = {}
+        self.fail, self.broken, self.closed = fail, False, False
+
+    def load(self, path=None) -> Future:
+        if self.fail is not None:
+            raise self.fail
+        return self.loads.setdefault(path, Future())
+
+    def finish(self, path=None, value="warm") -> None:
+        self.loads[path].set_result(value)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _started_with(process: FakeProcess) -> FakeProcess:
+    assert warmup.start(lambda: process)
+    deadline = time.monotonic() + 30
+    while None not in process.loads and process.fail is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the launcher thread asks for the shipped model
+    return process
 
 
 def png(img) -> bytes:
@@ -39,105 +67,108 @@ def _draw_with_upload(at):
     return at.run()
 
 
-def test_warmup_runs_without_streamlit_and_ui_cache_hands_out_its_predictor():
-    # A separate process in which streamlit is never imported until the warm-up is over: its thread cannot
-    # have called st.* (nor a cached function), and it needs no script context.
+def test_the_model_process_serves_pages_and_the_server_never_imports_tensorflow():
+    # A separate Python in which TensorFlow is never imported: the shipped model is warmed up, and another
+    # model file loaded, in the child; ui.cache hands out those predictors, never loading the model here.
     code = """
 import sys
 from ui import warmup
 assert warmup.start() and not warmup.start()   # once per process
 p = warmup.wait()
 assert warmup.state() == "ready", warmup.info()
-assert "streamlit" not in sys.modules, "the warm-up thread imported streamlit"
-assert "tensorflow" in sys.modules and set(warmup.info()["seconds"]) >= {"tensorflow", "model", "first_call"}
+assert set(warmup.info()["seconds"]) == {"tensorflow", "model", "first_call"}
 from ui import cache
-from core.models import reused_model_path
-def no_second_load(path=None):
-    raise AssertionError("loaded again")
-cache._load_predictor = no_second_load
+from core.models import classify, reused_model_path
+from core.errors import ModelError
+def no_load_here(path=None):
+    raise AssertionError("loaded in the server process")
+cache._load_predictor = no_load_here
 assert cache.predictor() is p and cache.predictor(str(reused_model_path())) is p
+assert p.describe()["params"] == 34826
 from tests.conftest import canvas
-from core.models import classify
 print(classify(cache.predictor(), canvas([((140, 50), (140, 230))]), "paper").digit)
+bad = sys.argv[1]
+for _ in range(2):  # a file that is no model: the child's message, each time (a fixed file gets another try)
+    try:
+        warmup.predictor(bad)
+    except ModelError as e:
+        print("refused:", e)
+assert warmup.state() == "ready" and warmup.predictor() is p  # the child goes on
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported in the server"
 """
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    bad = ROOT / "tests" / "_not_a_model.keras"
+    bad.write_bytes(b"not a zip")
+    try:
+        r = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        bad.unlink()
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split()[-1] == "1"
-    assert "missing ScriptRunContext" not in r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "1"
+    assert len([line for line in lines if line.startswith("refused: ") and "_not_a_model.keras" in line]) == 2
 
 
-def test_registry_and_ui_cache_give_the_same_object(monkeypatch):
-    made = object()
-    assert warmup.start(loader=lambda seconds: made)
-    assert warmup.wait(30) is made and warmup.ready() is made
-
-    def no_second_load(path=None):
-        raise AssertionError("the model was loaded again")
-
-    monkeypatch.setattr(cache, "_load_predictor", no_second_load)
-    assert cache.predictor() is made
-    assert cache.predictor("") is made
+def test_registry_hands_out_the_shipped_predictor_once_ready():
+    process = _started_with(FakeProcess())
+    assert warmup.state() == warmup.RUNNING and warmup.ready() is None and warmup.predictor() is None
+    assert not warmup.start(lambda: pytest.fail("a second process"))  # once per server
+    process.finish(None, "warm")
+    assert warmup.wait(30) == "warm" and warmup.ready() == "warm" and warmup.state() == warmup.READY
+    assert warmup.predictor() == "warm" and warmup.predictor(None) == "warm"
 
 
-def test_other_models_are_not_the_warmed_one(monkeypatch):
-    made, other = object(), object()
-    warmup.start(loader=lambda seconds: made)
+def test_other_model_files_load_in_the_child_once(tmp_path):
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"x")
+    process = _started_with(FakeProcess())
+    process.finish(None)
     warmup.wait(30)
-    monkeypatch.setattr(cache, "_load_predictor", lambda path=None: other)
-    assert cache.predictor("models/runs/cnn-mnist-subset/model.keras") is other
+    process.loads[str(other)] = Future()
+    process.loads[str(other)].set_result("other")
+    assert warmup.predictor(str(other)) == "other"
+    assert warmup.predictor(str(other)) == "other" and list(process.loads) == [None, str(other)]
 
 
-def test_a_load_waits_for_a_running_warmup_instead_of_loading_again(monkeypatch):
-    release, made = threading.Event(), object()
-    warmup.start(loader=lambda seconds: release.wait(30) and made)
-    assert warmup.state() == warmup.RUNNING and warmup.ready() is None
-    monkeypatch.setattr(cache, "_load_predictor", lambda path=None: pytest.fail("loaded while warming up"))
-    threading.Timer(0.5, release.set).start()
-    assert cache.predictor() is made  # waited (behind a spinner on a page), then got the warmed one
+def test_a_page_waits_for_a_running_warmup_and_cache_hands_out_its_predictor(monkeypatch):
+    process = _started_with(FakeProcess())
+    monkeypatch.setattr(cache, "_load_predictor", lambda path=None: pytest.fail("loaded again"))
+    threading.Timer(0.3, process.finish, args=(None, "warm")).start()
+    assert cache.predictor() == "warm"  # waited for the warm-up, did not load a second time
 
 
-def test_a_ready_warmup_freezes_the_heap_it_leaves():
-    gc.unfreeze()
-    assert gc.get_freeze_count() == 0
-    assert warmup.start(loader=lambda seconds: object())
-    assert warmup.wait(30) is not None
-    assert gc.get_freeze_count() > 1000  # everything alive then, this test's modules among it
+def test_a_failed_warmup_is_remembered_and_leaves_pages_to_load_the_model():
+    _started_with(FakeProcess(fail=RuntimeError("TensorFlow is broken here")))
+    assert warmup.wait(30) is None and warmup.state() == warmup.FAILED
+    assert "TensorFlow is broken here" in warmup.info()["error"]
+    assert warmup.predictor() is None  # the page loads it itself
+    at = _draw_with_upload(AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run())
+    assert not at.exception and not at.error
+    assert [m.value for m in at.metric if m.label == "Predicted digit"] == ["1"]
 
 
-def test_a_failed_warmup_freezes_nothing():
-    gc.unfreeze()
-
-    def broken(seconds):
-        raise RuntimeError("no model")
-
-    assert warmup.start(loader=broken)
-    assert warmup.wait(30) is None and gc.get_freeze_count() == 0
+def test_a_dead_child_is_started_again_by_the_next_page_load():
+    first = _started_with(FakeProcess())
+    first.finish(None)
+    warmup.wait(30)
+    first.broken = True  # killed, out of memory...
+    assert warmup.predictor() is None  # meanwhile a page loads the model itself
+    second = _started_with(FakeProcess())  # the next page load's start()
+    second.finish(None, "again")
+    assert warmup.wait(30) == "again" and warmup.predictor() == "again"
 
 
 def test_turned_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("DIGITLAB_WARMUP", "0")
-    assert not warmup.start(loader=lambda seconds: pytest.fail("ran although turned off"))
-    assert warmup.state() == warmup.OFF and warmup.wait() is None
-
-
-def test_a_failed_warmup_leaves_the_page_to_load_the_model_itself():
-    def broken(seconds):
-        raise RuntimeError("TensorFlow is broken here")
-
-    warmup.start(loader=broken)
-    assert warmup.wait(30) is None and warmup.state() == warmup.FAILED
-    assert "TensorFlow is broken here" in warmup.info()["error"]
-    at = _draw_with_upload(AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run())
-    assert not at.exception and not at.error
-    assert [m.value for m in at.metric if m.label == "Predicted digit"] == ["1"]
+    assert not warmup.start(lambda: pytest.fail("started although turned off"))
+    assert warmup.state() == warmup.OFF and warmup.wait() is None and warmup.predictor() is None
 
 
 def test_a_missing_model_fails_the_warmup_and_the_page_says_so(monkeypatch, tmp_path):
     from core import config
 
     monkeypatch.setattr(config, "REUSED_MODEL_DIR", tmp_path / "gone")
-    warmup.start()
+    warmup.start()  # the real process: it is closed again, as the shipped model file is missing
     assert warmup.wait(TIMEOUT) is None and warmup.state() == warmup.FAILED
     assert "No model file" in warmup.info()["error"]
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
@@ -150,16 +181,17 @@ def test_a_missing_model_fails_the_warmup_and_the_page_says_so(monkeypatch, tmp_
 
 
 def test_app_renders_home_and_starts_the_warmup_once(monkeypatch):
-    started = []
-    real_start = warmup.start
-    # app.py's own call, with a loader that costs nothing: this test is about the wiring, not TensorFlow
-    monkeypatch.setattr(warmup, "start", lambda loader=None: started.append(1) or real_start(lambda s: "warm"))
+    made = []
+    monkeypatch.setattr(warmup, "_default_process", lambda: made.append(FakeProcess()) or made[-1])
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
     assert not at.exception
     assert at.title[0].value == "Digit Reuse Lab"
     assert at.metric[0].label == "MNIST test accuracy"
-    at.run()  # every page load calls start(); only the first starts a thread
-    assert len(started) == 2 and warmup.wait(30) == "warm"
+    at.run()  # every page load calls start(); only the first starts a process
+    deadline = time.monotonic() + 30
+    while not made and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(made) == 1 and warmup.state() == warmup.RUNNING
 
 
 def test_a_page_run_on_its_own_starts_no_warmup():
@@ -168,84 +200,39 @@ def test_a_page_run_on_its_own_starts_no_warmup():
     assert warmup.state() == warmup.IDLE  # only app.py starts it
 
 
-def _probe_module(tmp_path, monkeypatch, name):
-    """A module not imported yet: an import statement (or __import__) raises the "import" audit event for it."""
-    (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return name
-
-
-def test_the_warmup_gives_way_to_a_running_page(tmp_path, monkeypatch):
-    import time
-
-    monkeypatch.setattr(warmup, "IMPORT_YIELD_S", 60.0)  # so only page_finished can end the pause here
-    name = _probe_module(tmp_path, monkeypatch, "warmup_probe_gives_way")
-    warmup.page_started()  # this test's thread plays a page being rendered
-    try:
-        warmup.start(loader=lambda seconds: (__import__(name), time.monotonic())[1])
-        time.sleep(0.5)
-        assert warmup.state() == warmup.RUNNING  # paused before its import
-        released = time.monotonic()
-    finally:
-        warmup.page_finished()
-    imported_at = warmup.wait(30)
-    assert imported_at is not None and imported_at >= released
-    assert warmup.info()["seconds"]["gave_way"] >= 0.4
-
-
-def test_a_page_waiting_for_the_warmup_does_not_hold_it_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(warmup, "IMPORT_YIELD_S", 60.0)
-    name = _probe_module(tmp_path, monkeypatch, "warmup_probe_waiting")
-    warmup.page_started()
-    try:
-        warmup.start(loader=lambda seconds: __import__(name))
-        assert warmup.wait(30) is not None  # the page waits (the Draw page's first prediction): no pause
-        assert warmup._pages_running()  # and runs again afterwards
-    finally:
-        warmup.page_finished()
-    assert not warmup._pages_running()
-
-
-def test_a_page_thread_that_died_does_not_hold_the_warmup_back():
-    t = threading.Thread(target=warmup.page_started)  # started a page, never finished it
-    t.start()
-    t.join()
-    assert not warmup._pages_running()
-
-
-def test_a_page_can_import_while_the_warmup_gives_way(tmp_path, monkeypatch):
-    import time
-
-    monkeypatch.setattr(warmup, "IMPORT_YIELD_S", 60.0)
-    held_back = _probe_module(tmp_path, monkeypatch, "warmup_probe_held_back")
-    pages_own = _probe_module(tmp_path, monkeypatch, "warmup_probe_pages_own")
-    warmup.page_started()
-    try:
-        warmup.start(loader=lambda seconds: __import__(held_back))
-        time.sleep(0.3)  # the thread now pauses before its import
-        t0 = time.monotonic()
-        __import__(pages_own)  # the page's own import is not held up by that pause
-        assert time.monotonic() - t0 < 5
-        assert warmup.state() == warmup.RUNNING
-    finally:
-        warmup.page_finished()
-    assert warmup.wait(30) is not None
-
-
-def test_the_warmup_waits_for_the_first_page_to_reach_the_browser_unless_a_page_needs_it(monkeypatch):
-    import time
-
+def test_the_child_starts_after_the_first_page_unless_a_page_needs_it(monkeypatch):
     monkeypatch.setattr(warmup, "START_DELAY_S", 0.6)
-    began = []
-    warmup.start(loader=lambda seconds: began.append(time.monotonic()) or "warm")
+    made = []
+    warmup.start(lambda: made.append(time.monotonic()) or FakeProcess())
     t0 = time.monotonic()
     time.sleep(0.2)
-    assert not began  # still letting the first page's messages out
-    assert warmup.wait(30) == "warm" and began[0] - t0 < 0.6 + 0.5  # began when the delay ended, at the latest
+    assert not made  # still letting the first page's messages out
+    deadline = time.monotonic() + 30
+    while not made and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert made and made[0] - t0 < 0.6 + 0.5  # began when the delay ended, at the latest
 
     warmup._reset()
     monkeypatch.setattr(warmup, "START_DELAY_S", 60.0)
-    warmup.start(loader=lambda seconds: "warm")
-    t0 = time.monotonic()
-    assert warmup.wait(30) == "warm"  # a page that waits cuts the delay short
-    assert time.monotonic() - t0 < 30
+    process = FakeProcess()
+    warmup.start(lambda: process)
+    waiter = threading.Thread(target=warmup.wait, args=(30,))
+    waiter.start()  # a page that waits cuts the delay short
+    deadline = time.monotonic() + 30
+    while None not in process.loads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert None in process.loads  # asked for well before the 60 s
+    process.finish(None)
+    waiter.join(30)
+    assert warmup.state() == warmup.READY
+
+
+def test_a_reset_closes_a_child_launched_after_it(monkeypatch):
+    monkeypatch.setattr(warmup, "START_DELAY_S", 60.0)
+    process = FakeProcess()
+    warmup.start(lambda: process)
+    warmup._reset()  # the launcher wakes up, starts its process and closes it: nobody's
+    deadline = time.monotonic() + 30
+    while not process.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.closed and warmup.state() == warmup.IDLE

@@ -11,34 +11,26 @@ from core import models
 WARMUP_SPINNER = "Getting the model ready: TensorFlow is warming up in the background (once per server start)..."
 
 
-def predictor(path: str | None = None) -> models.Predictor:
-    """The predictor of a model file (None: the shipped reused model), loaded once per process.
+def predictor(path: str | None = None):
+    """The predictor of a model file (None: the shipped reused model), loaded once per server.
 
-    The shipped model normally comes ready from ui.warmup's background thread (app.py starts it when the
-    server's first page loads): returned as is, never loaded again. While that thread still runs, any load
-    waits for it, with a spinner saying so: loading here too would import TensorFlow from two threads at once
-    and fight it for the CPU. Without a warm-up (a page run on its own, DIGITLAB_WARMUP=0) or after a failed
-    one, the model loads here as before, with the usual spinner and error.
+    Normally a RemotePredictor of ui.warmup's model process (app.py starts it with the server's first page):
+    the shipped model comes ready from its warm-up, any other file loads there once. While the warm-up still
+    runs, a page waits for it, with a spinner saying so. Without a model process (a page run on its own,
+    DIGITLAB_WARMUP=0) or after a failed warm-up, the model loads in this process as before, with the usual
+    spinner and error.
     """
     from ui import warmup
 
     if warmup.state() == warmup.RUNNING:
         with st.spinner(WARMUP_SPINNER, show_time=True):
             warmup.wait()
-    if _is_reused(path):
-        warmed = warmup.ready()
-        if warmed is not None:
-            return warmed
+    if warmup.state() == warmup.READY:
+        with st.spinner("Loading the model...", show_time=True):
+            remote = warmup.predictor(path)
+        if remote is not None:
+            return remote
     return _load_predictor(path)
-
-
-def _is_reused(path: str | None) -> bool:
-    if path in (None, ""):
-        return True
-    try:
-        return Path(path).resolve() == models.reused_model_path().resolve()
-    except OSError:
-        return False
 
 
 @st.cache_resource(show_spinner="Loading the model (TensorFlow starts once per process)...", max_entries=12)
