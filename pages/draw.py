@@ -114,7 +114,7 @@ with right:
                          f"{tuple(ident['input_shape'])} · SHA-256 {ident['sha256'][:12]} · trained on "
                          f"{ident['trained_on']}"))
     render.stage_strip(chosen.reframed)
-    st.plotly_chart(render.probability_bars(chosen.probabilities), width="stretch", key="proba")
+    st.vega_lite_chart(render.probability_chart(chosen.probabilities), width="stretch", key="proba")
     if read_only():  # a shared server keeps no visitor's drawings
         st.popover("Save to my digits", icon=":material/add:", disabled=True,
                    help=read_only_note("saving digits to my digits is turned off"))

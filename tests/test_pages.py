@@ -54,6 +54,14 @@ def test_draw_page_upload_shows_every_stage_and_the_prediction():
         assert stage in joined
     side_by_side = [m.label for m in at.metric if m.label.endswith(": predicted")]
     assert side_by_side == ["naive: predicted", "paper: predicted", "mnist: predicted"]
+    import pyarrow as pa
+
+    chart = at.get("vega_lite_chart")[0].proto  # Vega-Lite, not plotly: a new tab need not load plotly.js
+    assert json.loads(chart.spec)["title"] == "Class probabilities"
+    bars = pa.ipc.open_stream(chart.data.data).read_all().to_pylist()  # Streamlit sends the values as Arrow
+    assert [b["digit"] for b in bars] == [str(d) for d in range(10)]
+    assert [b["digit"] for b in bars if b["predicted"]] == ["1"]
+    assert sum(b["probability"] for b in bars) == pytest.approx(1, abs=1e-4)
 
 
 def test_draw_page_method_choice_changes_the_strip():
