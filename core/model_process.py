@@ -19,6 +19,7 @@ here imports TensorFlow in the calling process, and nothing runs at import time.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +43,8 @@ CHILD_NICENESS = 10
 #: Models the child keeps loaded (as the server's own cache did: a model evicted is loaded again on its next
 #: request, in a second or so).
 MAX_MODELS = 12
+#: Images per request (28x28 float32: 6.4 MB): an evaluation's chunks are this size already.
+CHUNK = 2048
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,8 +63,13 @@ class ModelProcess:
         parent, child = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         try:
+            # stdout unused (it would keep a caller's pipe open); stderr is the server's log, TensorFlow's too
             self._proc = subprocess.Popen([sys.executable, "-m", "core.model_process", str(child.fileno())],
-                                          pass_fds=[child.fileno()], cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+                                          pass_fds=[child.fileno()], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL)
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         self._conn = Connection(parent.detach())
@@ -74,29 +82,41 @@ class ModelProcess:
         return self._stopped is not None or self._proc.poll() is not None
 
     def request(self, kind: str, key: str, x: np.ndarray | None = None, timeout: float = CALL_TIMEOUT_S):
-        """Send one request to the child and return its answer; a DigitLabError there is re-raised here."""
-        with self._lock:
+        """Send one request to the child and return its answer; a DigitLabError there is re-raised here.
+
+        At most `timeout` s waiting for the requests before it and as long again for this one; then the child
+        is stopped (a ModelError says so), so that no page waits for good."""
+        if not self._lock.acquire(timeout=timeout):
+            raise ModelError(f"The model process is busy: no answer in {timeout:.0f} s. Try again in a moment.")
+        try:
             if self.broken:
                 raise self._stopped_error()
             try:
-                self._conn.send((kind, key, None if x is None else np.ascontiguousarray(x, np.float32)))
+                self._conn.send((kind, key, None if x is None else np.ascontiguousarray(x)))
                 if not self._conn.poll(timeout):
-                    self._stopped = f"no answer in {timeout:.0f} s"
-                    self._proc.kill()
+                    self._stop(f"no answer in {timeout:.0f} s")
                     raise self._stopped_error()
                 status, value = self._conn.recv()
-            except (EOFError, OSError):
-                self._stopped = self._stopped or "it exited"
+            except DigitLabError:
+                raise
+            except Exception as e:  # EOF, a broken pipe, an answer that does not unpickle: out of step for good
+                self._stop(self._stopped or f"it exited ({type(e).__name__})")
                 raise self._stopped_error() from None
+        finally:
+            self._lock.release()
         if status == "error":
             raise ModelError(value)
         return value
+
+    def _stop(self, why: str) -> None:
+        self._stopped = why
+        self._proc.kill()
 
     def _stopped_error(self) -> ModelError:
         code = self._proc.poll()
         why = self._stopped or "it exited"
         return ModelError(f"The model process has stopped ({why}{'' if code is None else f', exit code {code}'}); "
-                          "reload the page to start it again.")
+                          "the next page load starts it again.")
 
     def load(self, path: str | Path | None = None) -> Future:
         """Start loading a model file (None: the shipped model) in the child; the future's result is its
@@ -116,13 +136,21 @@ class ModelProcess:
         return done
 
     def close(self) -> None:
-        """Stop the child: it exits when the connection closes (after the request it is running)."""
+        """Stop the child and close the connection (a request running now ends with a ModelError)."""
         self._stopped = self._stopped or "closed"
-        self._conn.close()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+        # Closed once no request uses it (the child is gone, so one still waiting ends at once).
+        if self._lock.acquire(timeout=10):
+            try:
+                self._conn.close()
+            finally:
+                self._lock.release()
 
 
 class RemotePredictor:
@@ -136,14 +164,25 @@ class RemotePredictor:
         """name, params, input_shape, outputs: the model's identity (see core.models.model_identity)."""
         return dict(self._description)
 
+    def _each_chunk(self, kind: str, X: np.ndarray) -> np.ndarray:
+        # One request per CHUNK images: a big set never travels (and is never pickled) in one piece.
+        X = np.asarray(X)
+        if len(X) <= CHUNK:
+            return self.process.request(kind, self.path, X)
+        return np.concatenate([self.process.request(kind, self.path, X[i : i + CHUNK])
+                               for i in range(0, len(X), CHUNK)])
+
     def outputs(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return self.process.request("outputs", self.path, X)
+        """As Predictor.outputs (the child batches as it does)."""
+        return self._each_chunk("outputs", X)
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return self.process.request("predict_proba", self.path, X)
+        """As Predictor.predict_proba."""
+        return self._each_chunk("predict_proba", X)
 
     def features(self, X: np.ndarray) -> np.ndarray:
-        return self.process.request("features", self.path, X)
+        """As Predictor.features."""
+        return self._each_chunk("features", X)
 
 
 # --- the child ------------------------------------------------------------------------------------------------
@@ -196,6 +235,9 @@ def serve(conn: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
+    # Ctrl-C on the server reaches its whole process group: the child goes when the connection closes instead
+    # (no second traceback in the terminal).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(CHILD_NICENESS)
     except (AttributeError, OSError):  # not on this platform, or not allowed: normal priority then

@@ -403,8 +403,11 @@ def model_identity(path: str | Path, description: dict | None = None) -> dict:
     return info
 
 
-def save_uploaded_model(data: bytes, name: str) -> Path:
-    """Keep an uploaded model file under <data home>/models/<sha256>.<suffix> (atomically); checks it loads."""
+def save_uploaded_model(data: bytes, name: str, load=None) -> Path:
+    """Keep an uploaded model file under <data home>/models/<sha256>.<suffix> (atomically); checks it loads.
+
+    `load(path)` loads and checks it (raising ModelError); by default here, with TensorFlow in this process
+    (the dashboard passes its model process's loader instead)."""
     import hashlib
 
     from core.storage import atomic_write_bytes
@@ -418,7 +421,10 @@ def save_uploaded_model(data: bytes, name: str) -> Path:
     if not path.exists():
         atomic_write_bytes(path, data)
     try:
-        check_model(load_model(path))
+        if load is None:
+            check_model(load_model(path))
+        else:
+            load(str(path))
     except ModelError as e:
         path.unlink(missing_ok=True)
         raise ModelError(str(e).replace(path.name, name)) from None

@@ -36,11 +36,25 @@ def test_the_child_answers_as_the_model_here(process):
     np.testing.assert_allclose(remote.predict_proba(x), local.predict_proba(x), atol=1e-5)
     np.testing.assert_allclose(remote.outputs(x), local.outputs(x), atol=1e-5)
     np.testing.assert_allclose(remote.features(x), local.features(x), atol=1e-4)
+    as_bytes = np.round(x * 255).astype(np.uint8)  # to_model_input scales uint8 in the child, as here
+    np.testing.assert_allclose(remote.predict_proba(as_bytes), local.predict_proba(as_bytes), atol=1e-5)
     assert remote.features(x).shape == (len(x), 1600)
     assert remote.describe() == local.describe() == {"name": "simple_cnn", "params": 34826,
                                                      "input_shape": [28, 28, 1], "outputs": 10}
     assert set(remote.seconds) == {"tensorflow", "model", "first_call"}
     assert remote.path == str(reused_model_path().resolve())
+
+
+def test_big_sets_travel_in_chunks(process, monkeypatch):
+    remote = process.load(None).result(300)
+    x = _digits(12)
+    whole = remote.predict_proba(x)
+    monkeypatch.setattr(model_process, "CHUNK", 5)  # 12 images: requests of 5, 5 and 2
+    sent = []
+    real = process.request
+    monkeypatch.setattr(process, "request", lambda kind, key, X=None, **kw: sent.append(len(X)) or real(kind, key, X))
+    np.testing.assert_allclose(remote.predict_proba(x), whole, atol=1e-6)
+    assert sent == [5, 5, 2]
 
 
 def test_a_file_that_is_no_model_comes_back_as_a_model_error(process, tmp_path):
@@ -75,9 +89,10 @@ def test_a_request_past_its_time_stops_the_child():
 def test_the_child_exits_with_its_parent():
     code = ("from core.model_process import ModelProcess; import os; p = ModelProcess(); "
             "print(p._proc.pid, flush=True); os._exit(0)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-    pid = int(r.stdout.split()[0])
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    pid = int(parent.stdout.readline())
+    parent.wait(60)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

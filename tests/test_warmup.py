@@ -35,9 +35,11 @@ class FakeProcess:
 
     def __init__(self, fail: Exception | None = None) -> None:
         self.loads: dict[str | None, Future] = {}
+        self.calls: list[str | None] = []
         self.fail, self.broken, self.closed = fail, False, False
 
     def load(self, path=None) -> Future:
+        self.calls.append(path)
         if self.fail is not None:
             raise self.fail
         return self.loads.setdefault(path, Future())
@@ -88,12 +90,14 @@ assert p.describe()["params"] == 34826
 from tests.conftest import canvas
 print(classify(cache.predictor(), canvas([((140, 50), (140, 230))]), "paper").digit)
 bad = sys.argv[1]
-for _ in range(2):  # a file that is no model: the child's message, each time (a fixed file gets another try)
-    try:
-        warmup.predictor(bad)
-    except ModelError as e:
-        print("refused:", e)
+try:  # a file that is no model: the child's message
+    warmup.predictor(bad)
+except ModelError as e:
+    print("refused:", e)
 assert warmup.state() == "ready" and warmup.predictor() is p  # the child goes on
+import shutil
+shutil.copy(reused_model_path(), bad)  # the file fixed: it gets another try, and loads
+print("fixed:", warmup.predictor(bad).describe()["params"])
 assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported in the server"
 """
     bad = ROOT / "tests" / "_not_a_model.keras"
@@ -106,7 +110,8 @@ assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFl
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
     assert lines[0] == "1"
-    assert len([line for line in lines if line.startswith("refused: ") and "_not_a_model.keras" in line]) == 2
+    assert [line for line in lines if line.startswith("refused: ") and "_not_a_model.keras" in line]
+    assert lines[-1] == "fixed: 34826"
 
 
 def test_registry_hands_out_the_shipped_predictor_once_ready():
@@ -127,7 +132,7 @@ def test_other_model_files_load_in_the_child_once(tmp_path):
     process.loads[str(other)] = Future()
     process.loads[str(other)].set_result("other")
     assert warmup.predictor(str(other)) == "other"
-    assert warmup.predictor(str(other)) == "other" and list(process.loads) == [None, str(other)]
+    assert warmup.predictor(str(other)) == "other" and process.calls == [None, str(other)]  # loaded once
 
 
 def test_a_page_waits_for_a_running_warmup_and_cache_hands_out_its_predictor(monkeypatch):
@@ -168,9 +173,10 @@ def test_a_missing_model_fails_the_warmup_and_the_page_says_so(monkeypatch, tmp_
     from core import config
 
     monkeypatch.setattr(config, "REUSED_MODEL_DIR", tmp_path / "gone")
-    warmup.start()  # the real process: it is closed again, as the shipped model file is missing
+    warmup.start()  # the real process: it fails to load the missing file, and is stopped
     assert warmup.wait(TIMEOUT) is None and warmup.state() == warmup.FAILED
     assert "No model file" in warmup.info()["error"]
+    assert warmup._state["process"].broken  # no child left holding TensorFlow for nothing
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
     at.switch_page("pages/draw.py").run()
     assert not at.exception
@@ -210,7 +216,7 @@ def test_the_child_starts_after_the_first_page_unless_a_page_needs_it(monkeypatc
     deadline = time.monotonic() + 30
     while not made and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert made and made[0] - t0 < 0.6 + 0.5  # began when the delay ended, at the latest
+    assert made and made[0] - t0 < 10  # began by itself once the delay was over
 
     warmup._reset()
     monkeypatch.setattr(warmup, "START_DELAY_S", 60.0)
@@ -236,3 +242,62 @@ def test_a_reset_closes_a_child_launched_after_it(monkeypatch):
     while not process.closed and time.monotonic() < deadline:
         time.sleep(0.01)
     assert process.closed and warmup.state() == warmup.IDLE
+
+
+def test_a_failed_warmup_stops_its_child_and_is_not_retried():
+    process = _started_with(FakeProcess())
+    process.loads[None].set_exception(RuntimeError("TensorFlow is broken here"))
+    assert warmup.wait(30) is None and warmup.state() == warmup.FAILED and process.closed
+    process.broken = True
+    assert not warmup.start(lambda: pytest.fail("retried a failed warm-up"))
+    assert not warmup.recover() and warmup.state() == warmup.FAILED
+
+
+def test_a_page_needing_a_model_restarts_a_dead_child_instead_of_loading_here(monkeypatch):
+    first = _started_with(FakeProcess())
+    first.finish(None)
+    warmup.wait(30)
+    first.broken = True
+    second = FakeProcess()
+    monkeypatch.setattr(warmup, "_default_process", lambda: second)
+    monkeypatch.setattr(cache, "_load_predictor", lambda path=None: pytest.fail("loaded in the server"))
+    threading.Timer(0.3, lambda: second.finish(None, "again")).start()
+    assert cache.predictor() == "again" and first.closed
+
+
+def test_a_model_that_does_not_load_in_time_is_a_plain_error(monkeypatch, tmp_path):
+    from core.errors import ModelError
+
+    slow = tmp_path / "slow.keras"
+    slow.write_bytes(b"x")
+    process = _started_with(FakeProcess())
+    process.finish(None)
+    warmup.wait(30)
+    monkeypatch.setattr(warmup, "WAIT_LIMIT_S", 0.2)
+    with pytest.raises(ModelError, match="did not load in 0 s"):
+        warmup.predictor(str(slow))  # its future never resolves
+    process.loads[str(slow)].set_result("late")
+    assert warmup.predictor(str(slow)) == "late" and process.calls.count(str(slow)) == 2  # tried again
+
+
+def test_an_uploaded_model_is_checked_in_the_model_process(monkeypatch, tmp_path):
+    from core.errors import ModelError
+    from ui import pickers
+
+    class Refusing(FakeProcess):
+        def load(self, path=None):
+            if path is None:
+                return super().load(path)
+            self.calls.append(path)
+            refused = Future()  # what the child says of a Lambda layer, naming the stored file
+            refused.set_exception(ModelError(f"{os.path.basename(path)} has a Lambda layer; it is refused."))
+            return refused
+
+    monkeypatch.setenv("DIGITLAB_HOME", str(tmp_path))
+    process = _started_with(Refusing())
+    process.finish(None)
+    warmup.wait(30)
+    monkeypatch.setattr("core.models.load_model", lambda path: pytest.fail("checked in the server"))
+    with pytest.raises(ModelError, match=r"^mine\.keras has a Lambda layer"):  # the user's name, not the hash
+        pickers.uploaded_model.__wrapped__(b"zip bytes", "mine.keras", str(tmp_path))
+    assert len(process.calls) == 2 and not list((tmp_path / "models").glob("*.keras"))  # not kept

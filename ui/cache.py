@@ -1,4 +1,5 @@
-"""st.cache_* wrappers around core: the model is loaded once per process, data sets once per session."""
+"""st.cache_* wrappers around core: a model is loaded once per server (in its model process), data sets once per
+session."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,6 +23,7 @@ def predictor(path: str | None = None):
     """
     from ui import warmup
 
+    warmup.recover()  # a child that died: started again, and waited for below, rather than TensorFlow here
     if warmup.state() == warmup.RUNNING:
         with st.spinner(WARMUP_SPINNER, show_time=True):
             warmup.wait()
@@ -52,8 +54,9 @@ def reused_model_info() -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def classify(_predictor: models.Predictor, image, method: str, model_key: str = "reused") -> models.Prediction:
-    # Keyed by the image's bytes, the method and model_key: a rerun with the same drawing costs nothing.
+def classify(_predictor, image, method: str, model_key: str = "reused") -> models.Prediction:
+    # Keyed by the image's bytes, the method and model_key: a rerun with the same drawing costs nothing. The
+    # predictor (a core.models.Predictor or a core.model_process.RemotePredictor) is not part of the key.
     return models.classify(_predictor, image, method)
 
 

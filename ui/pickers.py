@@ -46,13 +46,19 @@ def model_choices(home: str) -> list[dict]:
             for r in runs_with_models() if r.id != "reused-cnn"]
 
 
-@st.cache_data(show_spinner="Checking the model (TensorFlow starts once per process)...", max_entries=8)
+@st.cache_data(show_spinner="Checking the model...", max_entries=8)
 def uploaded_model(data: bytes, name: str, home: str) -> str:
     """An uploaded .keras/.h5 file kept in the data folder and checked to load; its path. ModelError says why
     not (an error is not cached: a fixed file can be uploaded again)."""
-    from core.models import save_uploaded_model
+    from core.models import check_model, load_model, save_uploaded_model
+    from ui import warmup
 
-    return str(save_uploaded_model(data, name))
+    def load(path: str) -> None:
+        # Checked where it will run: in the model process when it serves (no TensorFlow in the server), else here.
+        if warmup.predictor(path) is None:
+            check_model(load_model(path))
+
+    return str(save_uploaded_model(data, name, load))
 
 
 def model_label(choice: str, runs: list[dict]) -> str:

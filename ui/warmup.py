@@ -7,13 +7,13 @@ for them once the child is ready (about 5 s after the first page here). `ui.cach
 RemotePredictors of that child, for the shipped model and any other model file (each loaded once, there).
 
 A child process, not a thread of the server: importing TensorFlow holds Python's GIL, and in a thread it made
-every page drawn meanwhile share one interpreter with it (a fully cached Report in a second tab: 2.5-3.2 s with
-a warm-up thread, 1.6-1.8 s with the same import in another process). The server process never imports
-TensorFlow while the child works.
+every page drawn meanwhile share one interpreter with it (a fully cached Report in a second tab: 3.2-3.9 s with
+a warm-up thread, 1.8-2.0 s with the child; fresh servers, interleaved). While the child serves, the server
+process does not import TensorFlow.
 
-A failed warm-up (model file missing, TensorFlow broken) is logged and remembered; pages then load the model
-in the server process, as before, with their normal spinner and error message. A child that died later (killed,
-out of memory) is started again by the next page load.
+A failed warm-up (model file missing, TensorFlow broken) is logged and remembered, and its child stopped; pages
+then load models in the server process, as before, with their normal spinner and error message. A ready child
+that died later (killed, out of memory) is started again by the next page load or model request (`recover`).
 
 `DIGITLAB_WARMUP=0` (or false, no, off) turns it off: models then load in the server process when a page needs
 them (a server short of memory, or a measurement without it). This module never imports streamlit, and nothing
@@ -57,7 +57,7 @@ def _default_process():
 
 
 def _finished(shipped: Future) -> None:
-    """Done callback of the shipped model's load (in the pool's thread: no st.* here)."""
+    """Done callback of the shipped model's load (in a loading thread: no st.* here)."""
     with _lock:
         if _state["shipped"] is not shipped:
             return  # a reset or a restart came first
@@ -66,10 +66,10 @@ def _finished(shipped: Future) -> None:
             _state.update(state=FAILED, error=err)
         else:
             _state.update(state=READY, seconds=dict(getattr(shipped.result(), "seconds", {}) or {}))
+        seconds = dict(_state["seconds"])
     if err is not None:
         LOG.warning("Model warm-up failed (%s: %s); pages will load the model themselves.", type(err).__name__, err)
     else:
-        seconds = _state["seconds"]
         total = sum(seconds.values())
         LOG.info("Model warm-up ready in %.1f s (%s).", total, ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
 
@@ -77,28 +77,39 @@ def _finished(shipped: Future) -> None:
 def start(process_factory: Callable[[], object] | None = None) -> bool:
     """Start the model process and its warm-up unless one runs in this server (or it is turned off).
 
-    Cheap after the first call (a lock), so app.py calls it on every page load; a child that has died is
-    started again. True when this call started one. The child starts START_DELAY_S later, unless a page
-    waits for it first.
+    Cheap after the first call (a lock), so app.py calls it on every page load. A ready child that has died
+    since is started again; a failed warm-up is not retried (pages load models themselves). True when this
+    call started one. The child starts START_DELAY_S later, unless a page waits for it first.
     """
     with _lock:
         process = _state["process"]
-        if _state["state"] == OFF or (_state["state"] != IDLE and not getattr(process, "broken", False)):
+        dead = _state["state"] == READY and getattr(process, "broken", False)
+        if _state["state"] != IDLE and not dead:
             return False
         if not enabled():
             _state["state"] = OFF
             return False
-        if process is not None:
+        if dead:
             LOG.warning("The model process has stopped; starting it again.")
         shipped: Future = Future()
         _models.clear()
         _models["shipped"] = shipped
         _state.update(state=RUNNING, process=None, shipped=shipped, error=None, seconds={})
         _wanted.clear()
+    if dead:
+        process.close()
     shipped.add_done_callback(_finished)
     threading.Thread(target=_launch, args=(process_factory or _default_process, shipped), daemon=True,
                      name="digitlab-warmup").start()
     return True
+
+
+def recover() -> bool:
+    """Start the model process again if it was ready and has died (killed, out of memory): a page that needs a
+    model calls this first, so the model does not load in the server meanwhile. True when it restarted."""
+    with _lock:
+        dead = _state["state"] == READY and getattr(_state["process"], "broken", False)
+    return dead and start()
 
 
 def _launch(process_factory: Callable[[], object], shipped: Future) -> None:
@@ -124,6 +135,7 @@ def _launch(process_factory: Callable[[], object], shipped: Future) -> None:
 
     def done(f: Future) -> None:
         if f.exception() is not None:
+            process.close()  # a child that cannot serve the shipped model is of no use: pages load models
             shipped.set_exception(f.exception())
         else:
             shipped.set_result(f.result())
@@ -161,6 +173,7 @@ def predictor(path: str | None = None):
     """A RemotePredictor of a model file (None: the shipped model) in the ready model process, loaded there
     once; None when there is no ready process (the caller loads the model itself). A file that is no usable
     model raises core.errors.ModelError, as a load in this process would."""
+    from core.errors import ModelError
     from core.model_process import model_key
 
     with _lock:
@@ -174,10 +187,12 @@ def predictor(path: str | None = None):
         loading = _models[key]
     try:
         return loading.result(WAIT_LIMIT_S)
-    except Exception:
+    except Exception as e:
         with _lock:
             if _models.get(key) is loading and key != "shipped":
                 del _models[key]  # a file fixed or replaced later gets another try
+        if isinstance(e, TimeoutError):  # concurrent.futures' (the built-in one since 3.11): said plainly
+            raise ModelError(f"The model did not load in {WAIT_LIMIT_S:.0f} s; try again in a moment.") from None
         raise
 
 
