@@ -16,12 +16,11 @@ PAGES = [
     st.Page("pages/training.py", title="Training Runs", icon=":material/monitoring:", url_path="training"),
 ]
 
-try:
-    with guard():  # an unexpected error: a short message here, the traceback in the server log
-        st.navigation(PAGES).run()
-finally:
-    # TensorFlow and the shipped model load in a process of their own, started by the first page load of this
-    # server (later calls cost a lock): drawing then never waits for them, and no page shares an interpreter
-    # with the import. Started after the page has run (also when it ended with st.stop or st.rerun), so the
-    # first page does not share the CPU with the child's start.
-    warmup.start()
+# TensorFlow and the shipped model load in a process of their own, started with the first page load of this
+# server (later calls cost a lock): drawing then never waits for them, and no page shares an interpreter with
+# the import. Started before the page runs but only launched ui.warmup.START_DELAY_S later, so the first page
+# reaches the browser first, unless that page needs a model (a first Report to evaluate): it then waits for the
+# child instead of importing TensorFlow here.
+warmup.start()
+with guard():  # an unexpected error: a short message here, the traceback in the server log
+    st.navigation(PAGES).run()

@@ -296,8 +296,6 @@ def check_model_file(path: Path) -> None:
 
 def load_model(path: str | Path):
     """Load a saved .keras or .h5 model (inference only, not compiled), in Keras' safe mode."""
-    import keras
-
     p = Path(path)
     if p.is_dir():
         p = p / "model.keras"
@@ -305,7 +303,13 @@ def load_model(path: str | Path):
         raise ModelError(f"No model file at {p}.")
     if p.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(f"{p.name}: a model must be a .keras or .h5 file.")
+    if _model_config(p) is None:  # Keras would say "File not found" of a file that is there but not a model
+        raise ModelError(f"{p.name} is not a saved Keras model: a .keras file is a zip archive holding the "
+                         "model's config.json, an .h5 file an HDF5 file holding its architecture (a file of "
+                         "weights only, a truncated download or another format cannot be loaded).")
     check_model_file(p)
+    import keras
+
     try:
         return keras.saving.load_model(p, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types for a bad file; the user needs one message

@@ -82,7 +82,8 @@ def test_a_custom_class_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name, data, message", [
     ("model.txt", b"x", "must be a .keras or .h5 file"), ("m.keras", b"", "the file is empty"),
-    ("m.keras", b"not a zip", "Could not load the model at m.keras"),
+    ("m.keras", b"not a zip", "m.keras is not a saved Keras model: a .keras file is a zip archive"),
+    ("m.h5", b"not hdf5", "m.h5 is not a saved Keras model"),
 ])
 def test_bad_uploaded_model_files(name, data, message):
     with pytest.raises(ModelError, match=message):

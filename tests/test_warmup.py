@@ -301,3 +301,24 @@ def test_an_uploaded_model_is_checked_in_the_model_process(monkeypatch, tmp_path
     with pytest.raises(ModelError, match=r"^mine\.keras has a Lambda layer"):  # the user's name, not the hash
         pickers.uploaded_model.__wrapped__(b"zip bytes", "mine.keras", str(tmp_path))
     assert len(process.calls) == 2 and not list((tmp_path / "models").glob("*.keras"))  # not kept
+
+
+def test_a_first_page_that_needs_a_model_waits_for_the_child_instead_of_loading_it(monkeypatch, tmp_path):
+    from core.models import Predictor
+
+    class Serving(FakeProcess):  # resolves every load at once, with a predictor made here
+        def load(self, path=None):
+            self.calls.append(path)
+            done = Future()
+            done.set_result(Predictor.load(path))
+            return done
+
+    monkeypatch.setenv("DIGITLAB_HOME", str(tmp_path))  # nothing cached: the Report must evaluate
+    monkeypatch.setattr(warmup, "START_DELAY_S", 60.0)  # only a page that waits starts the child
+    made = []
+    monkeypatch.setattr(warmup, "_default_process", lambda: made.append(Serving()) or made[-1])
+    monkeypatch.setattr(cache, "_load_predictor", lambda path=None: pytest.fail("loaded in the server"))
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    at.switch_page("pages/report.py").run()
+    assert not at.exception and not at.error
+    assert at.metric[0].label == "Accuracy" and made and made[0].calls[0] is None

@@ -34,11 +34,12 @@ IDLE, RUNNING, READY, FAILED, OFF = "idle", "running", "ready", "failed", "off"
 #: child must not hang every page for good; normally a few seconds).
 WAIT_LIMIT_S = 300.0
 
-#: How long the child waits after the page that started it, unless a page needs a model first: the first page's
-#: last messages still have to reach the browser, and a starting child competes with them for the CPU even at a
-#: lower priority (Home on a fresh server, 4 servers each: median 1.78 s starting at once, 1.16 s one second
-#: later, 1.20 s with no warm-up).
-START_DELAY_S = 1.0
+#: How long the child waits after the first page load began (app.py starts the warm-up before the page runs, so
+#: a first page that needs a model does not load it in the server), unless a page needs a model first: the
+#: first page's last messages still have to reach the browser, and a starting child competes with them for the
+#: CPU even at a lower priority (Home on a fresh server, 4 servers each: median 1.78 s starting right after the
+#: page, 1.16 s one second after it, 1.20 s with no warm-up; the page's own script takes 0.2-0.5 s).
+START_DELAY_S = 1.5
 
 _lock = threading.Lock()
 _wanted = threading.Event()  # a page waits for the warm-up: the child starts without its START_DELAY_S
