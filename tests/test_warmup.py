@@ -218,6 +218,19 @@ def test_the_child_starts_after_the_first_page_unless_a_page_needs_it(monkeypatc
         time.sleep(0.01)
     assert made and made[0] - t0 < 10  # began by itself once the delay was over
 
+    warmup._reset()  # page loads during the delay put the launch off: it waits for a quiet spell
+    made.clear()
+    warmup.start(lambda: made.append(time.monotonic()) or FakeProcess())
+    for _ in range(3):
+        time.sleep(0.3)
+        assert not warmup.start(lambda: pytest.fail("a second process"))  # another page load
+    last_load = time.monotonic()
+    assert not made  # 0.9 s after the first load, but only 0.3 s after the latest
+    deadline = time.monotonic() + 30
+    while not made and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert made and made[0] >= last_load + 0.6 - 0.05
+
     warmup._reset()
     monkeypatch.setattr(warmup, "START_DELAY_S", 60.0)
     process = FakeProcess()

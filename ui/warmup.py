@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future
 from typing import Callable
 
@@ -34,16 +35,19 @@ IDLE, RUNNING, READY, FAILED, OFF = "idle", "running", "ready", "failed", "off"
 #: child must not hang every page for good; normally a few seconds).
 WAIT_LIMIT_S = 300.0
 
-#: How long the child waits after the first page load began (app.py starts the warm-up before the page runs, so
-#: a first page that needs a model does not load it in the server), unless a page needs a model first: the
-#: first page's last messages still have to reach the browser, and a starting child competes with them for the
-#: CPU even at a lower priority (Home on a fresh server, 4 servers each: median 1.78 s starting right after the
-#: page, 1.16 s one second after it, 1.20 s with no warm-up; the page's own script takes 0.2-0.5 s).
+#: The child launches once no page load has begun for this long (app.py calls start() as each page load begins,
+#: before the page runs, so a first page that needs a model does not load it in the server), or at once when a
+#: page waits for it. Why wait at all: a page's last messages still have to reach the browser, which renders
+#: it on the same CPUs, and a starting child competes with both even at a lower priority (Home on a fresh
+#: server, 4 servers each: median 1.78 s starting right after the page, 1.16 s one second after it, 1.20 s with
+#: no warm-up). Why a quiet spell and not a fixed delay: Training Runs opened right after Home took 1.97-4.07 s
+#: with the child launched 1.5 s after Home began, in the middle of it (bench/page_speed.py, 3 runs).
 START_DELAY_S = 1.5
 
 _lock = threading.Lock()
 _wanted = threading.Event()  # a page waits for the warm-up: the child starts without its START_DELAY_S
 _state: dict = {"state": IDLE, "process": None, "shipped": None, "error": None, "seconds": {}}
+_last_page = [0.0]  # time.monotonic() of the latest page load (start() call)
 _models: dict[str, Future] = {}  # model file (resolved) -> future RemotePredictor, in the current child
 
 
@@ -80,8 +84,9 @@ def start(process_factory: Callable[[], object] | None = None) -> bool:
 
     Cheap after the first call (a lock), so app.py calls it on every page load. A ready child that has died
     since is started again; a failed warm-up is not retried (pages load models themselves). True when this
-    call started one. The child starts START_DELAY_S later, unless a page waits for it first.
+    call started one. The child launches after START_DELAY_S without a page load, unless a page waits first.
     """
+    _last_page[0] = time.monotonic()  # every page load, started or not: the launcher waits for a quiet spell
     with _lock:
         process = _state["process"]
         dead = _state["state"] == READY and getattr(process, "broken", False)
@@ -115,7 +120,11 @@ def recover() -> bool:
 
 def _launch(process_factory: Callable[[], object], shipped: Future) -> None:
     """Start the child and have it load the shipped model; its outcome goes to `shipped` (no st.* here)."""
-    _wanted.wait(START_DELAY_S)
+    while not _wanted.is_set():  # a quiet spell: START_DELAY_S since the latest page load began
+        left = START_DELAY_S - (time.monotonic() - _last_page[0])
+        if left <= 0:
+            break
+        _wanted.wait(left)
     process = None
     try:
         process = process_factory()
