@@ -2,8 +2,8 @@
 
 Why: importing TensorFlow (4-5 s on this 2-core machine) and running a model hold Python's GIL. Done in the
 Streamlit server's process, by a background thread, every page drawn meanwhile shared one interpreter with it:
-a fully cached Report took 2.5-3.2 s in a second tab during the import, 1.6-1.8 s with the same import in
-another process (issue 8; fresh servers, three tabs each). In a child process the server keeps its interpreter.
+a fully cached Report took 3.2-3.9 s in a second tab during the import, 1.8-2.0 s with this child (issue 8;
+fresh servers, measured interleaved). In a child process the server keeps its interpreter.
 
 The child is `python -m core.model_process`, started with `subprocess` and spoken to over a socket pair with
 `multiprocessing.connection` (pickled requests and NumPy arrays). Not a `multiprocessing` pool: its "spawn" and

@@ -2,8 +2,6 @@
 session."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from core import models

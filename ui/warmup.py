@@ -89,7 +89,7 @@ def start(process_factory: Callable[[], object] | None = None) -> bool:
     _last_page[0] = time.monotonic()  # every page load, started or not: the launcher waits for a quiet spell
     with _lock:
         process = _state["process"]
-        dead = _state["state"] == READY and getattr(process, "broken", False)
+        dead = _dead()
         if _state["state"] != IDLE and not dead:
             return False
         if not enabled():
@@ -114,8 +114,13 @@ def recover() -> bool:
     """Start the model process again if it was ready and has died (killed, out of memory): a page that needs a
     model calls this first, so the model does not load in the server meanwhile. True when it restarted."""
     with _lock:
-        dead = _state["state"] == READY and getattr(_state["process"], "broken", False)
+        dead = _dead()
     return dead and start()
+
+
+def _dead() -> bool:
+    """A ready child that has stopped since (the caller holds _lock)."""
+    return _state["state"] == READY and getattr(_state["process"], "broken", False)
 
 
 def _launch(process_factory: Callable[[], object], shipped: Future) -> None:
