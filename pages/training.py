@@ -138,14 +138,15 @@ def compare() -> None:
         st.info("Choose runs above to overlay their curves.")
         return
     histories = {i: view.history_frame(runs[i]) for i in chosen}
-    fig = view.curves_figure(histories, runs, labels, x_axis=x_axis, log_x=log_x, smoothing=smoothing,
-                             validation_only=show == "validation only")
-    st.plotly_chart(fig, width="stretch", key="curves")
+    points, spec = view.curves_chart(histories, runs, labels, x_axis=x_axis, log_x=log_x, smoothing=smoothing,
+                                     validation_only=show == "validation only")
+    st.vega_lite_chart(points, spec, width="stretch", key="curves")
     st.caption("One colour per run; solid: training, dashed: validation; open diamonds and [ref]: published "
-               "reference runs (their own data sets). Reference runs that logged no validation show training only; "
-               "wall time sums each run's seconds per epoch, on the machine it ran on (runs that logged no time "
-               "are left out of it)." + (" Curves of runs in training update every two seconds." if training_now
-                                         else ""))
+               "reference runs (their own data sets). A click on a run in the legend singles it out (Shift+click "
+               "adds or removes one; with none left, all show); drag to pan, Shift+wheel to zoom. Reference runs "
+               "that logged no validation show training only; wall time sums each run's seconds per epoch, on the "
+               "machine it ran on (runs that logged no time are left out of it)."
+               + (" Curves of runs in training update every two seconds." if training_now else ""))
     combined = pd.concat([h.assign(run=i) for i, h in histories.items()], ignore_index=True)
     st.download_button("Download these histories (CSV)", combined.to_csv(index=False), "histories.csv",
                        "text/csv", key="dl_hist")
@@ -240,7 +241,8 @@ if plans:
         for warning in cmp["warnings"]:
             st.warning(md_escape(warning))
         if cmp["metrics"]:
-            st.plotly_chart(view.comparison_figure(cmp), width="stretch", key="reproduction_curves")
+            points, spec = view.comparison_chart(cmp)
+            st.vega_lite_chart(points, spec, width="stretch", key="reproduction_curves")
             st.caption("Published: open diamonds; ours: circles; training solid, validation dashed. Only what "
                        "both runs logged is drawn.")
         else:

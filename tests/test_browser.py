@@ -269,3 +269,32 @@ def test_report_matrix_shows_shares_and_keeps_them_when_a_cell_is_clicked(server
         assert page.get_by_test_id("stException").count() == 0
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("size", SCREENS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_run_curves_show_their_whole_legend_and_a_click_singles_a_run_out(server, browser, size):
+    """The overlay's legend lies inside the screen (Streamlit gives each panel the column's width, so a legend
+    right of the plots would be cut off), and clicking a run in it fades the others; Shift+click brings all back."""
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    try:
+        page.goto(f"{server}/training", timeout=60_000)
+        chart = page.get_by_test_id("stVegaLiteChart").first
+        labels = chart.locator("g.role-legend-label text")
+        labels.first.wait_for(timeout=60_000)
+        _settle(page)
+        assert labels.count() >= 4  # the shipped runs and the published CNN, then train and validation
+        chart.scroll_into_view_if_needed()
+        for i in range(labels.count()):
+            box = labels.nth(i).bounding_box()
+            assert box and box["width"] > 0 and box["x"] + box["width"] <= size[0], labels.nth(i).text_content()
+        opacity = "e => getComputedStyle(e).opacity"
+        labels.nth(1).click()
+        page.wait_for_function("(e) => getComputedStyle(e).opacity < 1", arg=labels.nth(0).element_handle(),
+                               timeout=10_000)
+        assert labels.nth(1).evaluate(opacity) == "1"
+        labels.nth(1).click(modifiers=["Shift"])  # the chosen one off again: none chosen, all shown
+        page.wait_for_function("(e) => getComputedStyle(e).opacity == 1", arg=labels.nth(0).element_handle(),
+                               timeout=10_000)
+        assert page.get_by_test_id("stException").count() == 0
+    finally:
+        page.close()

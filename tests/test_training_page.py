@@ -51,10 +51,36 @@ def page() -> AppTest:
     return at
 
 
-def figure(at) -> dict:
-    charts = at.get("plotly_chart")
-    assert len(charts) == 1
-    return json.loads(charts[0].proto.spec)
+class Chart:
+    """A Vega-Lite chart as the page sent it: its spec, and its points (Streamlit sends them as Arrow)."""
+
+    def __init__(self, proto):
+        import pyarrow as pa
+
+        self.spec = json.loads(proto.spec)
+        self.rows = pa.ipc.open_stream(proto.data.data).read_all().to_pandas()
+
+    def names(self) -> list[str]:
+        """The series in the legend, in its order."""
+        return self.spec["vconcat"][0]["layer"][0]["encoding"]["color"]["scale"]["domain"]
+
+    def colors(self) -> dict[str, str]:
+        scale = self.spec["vconcat"][0]["layer"][0]["encoding"]["color"]["scale"]
+        return dict(zip(scale["domain"], scale["range"]))
+
+    def x_scale(self) -> dict:
+        return self.spec["vconcat"][0]["encoding"]["x"]
+
+
+def charts(at) -> list[Chart]:
+    return [Chart(c.proto) for c in at.get("vega_lite_chart")]
+
+
+def figure(at) -> Chart:
+    """The overlay of runs' curves (the page's first chart)."""
+    found = charts(at)
+    assert found and "run" in found[0].rows.columns
+    return found[0]
 
 
 def overlay(at):
@@ -62,17 +88,8 @@ def overlay(at):
     return next(m for m in at.multiselect if m.label == "Runs to overlay")
 
 
-def legend_names(fig) -> list[str]:
-    return [t["name"] for t in fig["data"] if t.get("showlegend", True)]
-
-
-def points(values) -> int:
-    """How many values a plotly array holds (plotly sends numeric arrays base64-encoded)."""
-    if isinstance(values, dict):
-        import base64
-
-        return len(base64.b64decode(values["bdata"])) // np.dtype(values["dtype"]).itemsize
-    return len(values)
+def legend_names(fig: Chart) -> list[str]:
+    return fig.names()
 
 
 def texts(at) -> str:
@@ -156,22 +173,31 @@ def test_a_run_that_finishes_loses_its_running_mark_in_the_overlay_chooser():
 def test_curves_mark_reference_runs_and_keep_the_legend_outside_the_plot():
     at = page()
     fig = figure(at)
-    assert fig["layout"]["legend"]["x"] >= 1 and fig["layout"]["legend"]["xanchor"] == "left"
-    ref = [t for t in fig["data"] if t["name"].startswith("[ref] ")]
-    own = [t for t in fig["data"] if not t["name"].startswith("[ref] ")]
-    assert ref and own
-    assert {t["marker"]["symbol"] for t in ref} == {"diamond-open"} and {t["marker"]["symbol"] for t in own} == {"circle"}
-    dashes = {t["line"]["dash"] for t in fig["data"]}
-    assert dashes == {"solid", "dash"}  # train solid, validation dashed
+    panels = fig.spec["vconcat"]
+    assert [p["transform"][0]["filter"]["equal"] for p in panels] == ["loss", "accuracy"]  # one x axis, shared
+    assert fig.spec["resolve"]["scale"]["x"] == "shared"
+    legend = panels[0]["layer"][0]["encoding"]["color"]["legend"]
+    assert legend["orient"] == "bottom"  # under the plots, never over a curve or the axis title
+    ref = fig.rows[fig.rows["published"]]
+    own = fig.rows[~fig.rows["published"]]
+    assert not ref.empty and not own.empty and ref["name"].str.startswith("[ref] ").all()
+    layers = panels[0]["layer"]  # ours dotted, published open diamonds, drawn from the rows' flag
+    published = next(m for m in layers if m.get("transform") == [{"filter": "datum.published"}])["mark"]
+    ours = next(m for m in layers if m.get("transform") == [{"filter": "!datum.published"}])["mark"]
+    assert published["shape"] == "diamond" and not published["filled"] and ours["filled"]
+    dashes = layers[0]["encoding"]["strokeDash"]["scale"]
+    assert dashes["domain"] == ["train", "validation"] and dashes["range"][0] == [1, 0]  # train solid, val dashed
+    assert set(fig.rows["part"]) == {"train", "validation"}
 
 
 def test_wall_time_is_on_a_log_scale_by_default():
     at = page()
     at.radio(key="x_axis").set_value("wall time (s)").run()
     fig = figure(at)
-    assert fig["layout"]["xaxis"]["type"] == "log" and "log scale" in fig["layout"]["xaxis"]["title"]["text"]
+    assert fig.x_scale()["scale"]["type"] == "log" and "log scale" in fig.x_scale()["title"]
+    assert (fig.rows["x"] > 0).all()  # a log axis has no place for 0
     at.toggle(key="log_x").set_value(False).run()
-    assert figure(at)["layout"]["xaxis"].get("type") != "log"
+    assert figure(at).x_scale()["scale"]["type"] == "linear"
 
 
 def test_ten_runs_get_ten_distinct_colours_one_per_run():
@@ -180,32 +206,36 @@ def test_ten_runs_get_ten_distinct_colours_one_per_run():
     at = page()
     overlay(at).set_value([f"r{k:02d}" for k in range(10)]).run()
     fig = figure(at)
-    colour_of = {}
-    for t in fig["data"]:
-        colour_of.setdefault(t["legendgroup"], set()).add(t["line"]["color"])
-    assert all(len(c) == 1 for c in colour_of.values())  # train and validation share their run's colour
-    assert len({c.pop() for c in colour_of.values()}) == 10
+    colours = fig.colors()  # one colour per run: train and validation share their run's colour
+    assert sorted(colours) == sorted(f"run {k}" for k in range(10))
+    assert len(set(colours.values())) == 10 and set(fig.rows["series"]) == set(colours)
 
 
 def test_a_running_run_is_overlaid_and_its_curves_grow():
     w = own_run("live", title="training now", status="running", epochs=2)
     at = page()
     assert "live" in overlay(at).value
-    trace = next(t for t in figure(at)["data"] if t["legendgroup"] == "live")
-    assert "(training)" in trace["name"] and points(trace["y"]) == 2
+
+    def live_points():
+        rows = figure(at).rows
+        rows = rows[(rows["run"] == "live") & (rows["metric"] == "loss") & (rows["part"] == "train")]
+        assert set(rows["name"]) == {"training now (training)"}
+        return len(rows)
+
+    assert live_points() == 2
     w.append_epoch({"epoch": 3, "loss": 0.2, "accuracy": 0.6, "val_loss": 0.3, "val_accuracy": 0.55, "seconds": 2})
     at.run()  # what the fragment's run_every does every two seconds
-    trace = next(t for t in figure(at)["data"] if t["legendgroup"] == "live")
-    assert points(trace["y"]) == 3
+    assert live_points() == 3
 
 
-def test_titles_in_the_legend_are_shown_as_typed():
+def test_titles_in_the_legend_are_shown_as_typed_and_long_ones_wrap():
     own_run("h", title=HOSTILE)
     at = page()
     overlay(at).set_value(["h"]).run()
     name = legend_names(figure(at))[0]
-    assert "<img" not in name and "&lt;img" in name  # plotly shows the entity as "<img", never as a tag
-    assert runs_view.legend_name("a " * 40).count("<br>") >= 2  # long titles wrap, never cut
+    assert name.replace("\n", " ") == HOSTILE  # Vega draws text, never markup: nothing escaped, nothing lost
+    wrapped = runs_view.legend_label("a " * 40)
+    assert wrapped.count("\n") >= 2 and max(map(len, wrapped.split("\n"))) <= runs_view.LEGEND_WRAP
 
 
 # --- rename and delete --------------------------------------------------------------------------------------
@@ -565,11 +595,10 @@ def reproduction(run_id="20261123-120000-cnn", status="done", test_accuracy=0.9,
     return w
 
 
-def comparison_chart(at) -> dict:
-    for chart in at.get("plotly_chart"):
-        spec = json.loads(chart.proto.spec)
-        if any(t.get("name", "").startswith(("published,", "ours,")) for t in spec["data"]):
-            return spec
+def comparison_chart(at) -> Chart:
+    for chart in charts(at):
+        if chart.names() == ["published", "ours"]:
+            return chart
     raise AssertionError("no comparison chart")
 
 
@@ -577,15 +606,16 @@ def test_a_reproduction_is_overlaid_on_the_published_curve_with_the_accuracy_dif
     reproduction()
     at = choose_reference(page(), "prac2-fashion-cnn-simple")
     fig = comparison_chart(at)
-    names = {t["name"] for t in fig["data"]}
-    assert names == {"published, train", "ours, train"}  # the report logged no validation curve
-    assert {t["yaxis"] for t in fig["data"]} == {"y", "y2"}  # loss and accuracy, each on shared axes
-    published = [t for t in fig["data"] if t["name"] == "published, train"]
-    ours = [t for t in fig["data"] if t["name"] == "ours, train"]
-    assert points(published[0]["x"]) == 10 and points(ours[0]["x"]) == 3  # epochs on the same x axis
-    assert {t["marker"]["symbol"] for t in published} == {"diamond-open"}
-    assert len({t["line"]["color"] for t in published + ours}) == 2
-    assert fig["layout"]["legend"]["x"] >= 1 and fig["layout"]["legend"]["xanchor"] == "left"
+    rows = fig.rows
+    assert set(rows["part"]) == {"train"}  # the report logged no validation curve
+    panels = [p["transform"][0]["filter"]["equal"] for p in fig.spec["vconcat"]]
+    assert panels == ["loss", "accuracy"] and fig.spec["resolve"]["scale"]["x"] == "shared"
+    published, ours = rows[rows["series"] == "published"], rows[rows["series"] == "ours"]
+    assert published["published"].all() and not ours["published"].any()  # drawn as open diamonds, ours as dots
+    per_metric = lambda r: sorted(r.groupby("metric").size().items())  # noqa: E731
+    assert per_metric(published) == [("accuracy", 10), ("loss", 10)] and per_metric(ours) == [("accuracy", 3),
+                                                                                             ("loss", 3)]
+    assert len(set(fig.colors().values())) == 2
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Published test acc": "0.9100", "Our test acc": "0.9000", "Ours - published": "-0.0100"}
     assert at.selectbox(key="reproduction_prac2-fashion-cnn-simple").options == \
@@ -631,7 +661,7 @@ def test_reproducing_and_comparing_never_import_tensorflow(offline_keras):
             "at.selectbox(key='reproduce_ref').set_value('prac2-fashion-cnn-simple').run(); "
             "at.button(key='reproduce').click().run(); "
             "assert not at.exception and not at.error, (at.exception, at.error); "
-            "assert len(at.get('plotly_chart')) == 2 and len(jobs.list_jobs()) == 1; "
+            "assert len(at.get('vega_lite_chart')) == 2 and len(jobs.list_jobs()) == 1; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env=os.environ.copy())

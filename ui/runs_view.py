@@ -5,22 +5,20 @@ stay testable without a browser.
 """
 from __future__ import annotations
 
-import html
 import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.colors import qualitative
 
+from core import svg
 from core.runs import COMMON_SETTINGS, HISTORY_COLUMNS, RunInfo, backbone_start, read_only_reason, run_settings
 
 #: One colour per overlaid run, in order (train solid, validation dashed): D3's ten, the best known to tell apart
 #: on white, then ten of Dark24 that are far from them (black, violet, magenta, teal, ochre, crimson, ...).
-PALETTE = qualitative.D3 + ["#222A2A", "#511CFB", "#FB00D1", "#00A08B", "#B68100", "#AF0038", "#0D2A63",
-                            "#A777F1", "#6C4516", "#FC0080"]
+PALETTE = list(svg.PALETTE) + ["#222A2A", "#511CFB", "#FB00D1", "#00A08B", "#B68100", "#AF0038", "#0D2A63",
+                                "#A777F1", "#6C4516", "#FC0080"]
 #: The runs table's essential columns; the rest are in the details table.
 #: Ordered by what a comparison reads first, so on a narrow screen (1024 px, sidebar open) the numbers show and
 #: only the data set needs a scroll.
@@ -125,59 +123,115 @@ def history_frame(run: RunInfo) -> pd.DataFrame:
     return h
 
 
-def legend_name(label: str, width: int = 26) -> str:
-    """A label for a plotly legend: HTML-escaped (plotly renders tags in names; a title is shown as typed)
-    and wrapped between words, so long titles keep the legend narrow without cutting them."""
-    lines = textwrap.wrap(label, width, break_long_words=True, break_on_hyphens=False) or [label]
-    return "<br>".join(html.escape(line, quote=False) for line in lines)
+#: Each panel's height in pixels (loss above accuracy).
+PANEL_HEIGHT = 220
+#: Legend labels wrap between words at this many characters: Vega-Lite cuts a long label, never wraps it.
+LEGEND_WRAP = 30
+#: Train solid, validation dashed.
+DASHES = {"train": [1, 0], "validation": [6, 3]}
 
 
-def curves_figure(histories: dict[str, pd.DataFrame], runs: dict[str, RunInfo], labels: dict[str, str], *,
-                  x_axis: str = "epoch", log_x: bool = False, smoothing: float = 0.0,
-                  validation_only: bool = False) -> go.Figure:
-    """Loss above accuracy, sharing the x axis; one colour per run (train solid, validation dashed), one legend
-    entry per run at the right, outside both plots (a click hides the run in both). Reference runs have
-    "[ref]" in their label and open diamond markers; a run training now is marked "training"."""
-    traces, legend_lines = [], 0
-    for k, (run_id, h) in enumerate(histories.items()):
+def legend_label(label: str, width: int = LEGEND_WRAP) -> str:
+    """A label wrapped between words onto lines joined by a newline (the chart splits it), so a long title keeps
+    the legend narrow and reads whole. Vega renders it as text, never as markup: a title is shown as typed."""
+    return "\n".join(textwrap.wrap(label, width, break_long_words=True, break_on_hyphens=False) or [label])
+
+
+def curves_spec(series: list[str], colors: list[str], x_title: str, *, metrics=("loss", "accuracy"),
+                log_x: bool = False, integer_x: bool = True, legend_title: str = "runs") -> dict:
+    """A Vega-Lite spec of curves in long form (columns series, name, published, metric, part, x, y): one panel
+    per metric (loss above accuracy) sharing the x axis, one colour per series in the order given, train solid
+    and validation dashed, published curves with open diamonds, ours with dots; the legend under the plots
+    (a click singles a series out, Shift+click adds or removes one); drag to pan, Shift+wheel to zoom along x.
+
+    Vega-Lite, not plotly: plotly.js was about 1.5 s of this page's first visit in a new tab (the page with and
+    without its chart: 2.32-4.45 s against 1.50-2.11 s, five fresh servers each)."""
+    x = {"field": "x", "type": "quantitative", "title": x_title,
+         "scale": {"type": "log" if log_x else "linear", "zero": False, "nice": False, "padding": 10},
+         "axis": {"tickMinStep": 1, "format": "d"} if integer_x and not log_x else {}}
+    color = {"field": "series", "type": "nominal", "title": legend_title,
+             "scale": {"domain": series, "range": colors},
+             # below the plots, not right of them: Streamlit gives each panel the column's whole width
+             "legend": {"labelExpr": "split(datum.label, '\\n')", "labelLimit": 0, "symbolType": "stroke",
+                        "orient": "bottom", "direction": "vertical", "columns": 2, "columnPadding": 24}}
+    tooltip = [{"field": "name", "title": legend_title[:-1] if legend_title.endswith("s") else legend_title},
+               {"field": "part"}, {"field": "metric"}, {"field": "x", "title": x_title, "format": ",.4~f"},
+               {"field": "y", "title": "value", "format": ".4f"}]
+    fade = {"condition": {"param": "pick", "value": 1}, "value": 0.12}
+
+    def panel(k: int, metric: str) -> dict:
+        points = {"x": x, "y": {"field": "y", "type": "quantitative"}, "color": color, "opacity": fade,
+                  "tooltip": tooltip}
+        # the wheel zooms only with Shift held: a plain wheel over the chart scrolls the page, as everywhere else
+        params = [{"name": f"zoom_{k}", "bind": "scales",
+                   "select": {"type": "interval", "encodings": ["x"], "zoom": "wheel![event.shiftKey]"}}]
+        if k == 0:  # one legend, shared by the panels: its selection is declared once
+            params.append({"name": "pick", "select": {"type": "point", "fields": ["series"]}, "bind": "legend"})
+        return {
+            "height": PANEL_HEIGHT,
+            "transform": [{"filter": {"field": "metric", "equal": metric}}],
+            # the x axis once, under the last panel
+            "encoding": {"x": x | ({} if k == len(metrics) - 1 else {"axis": {"title": None, "labels": False,
+                                                                               "ticks": False, "domain": False}}),
+                         "y": {"field": "y", "type": "quantitative", "title": metric, "scale": {"zero": False}}},
+            "layer": [
+                {"params": params, "mark": {"type": "line", "strokeWidth": 2},
+                 "encoding": {"color": color, "opacity": fade, "detail": {"field": "part"},
+                              "strokeDash": {"field": "part", "type": "nominal", "title": "curve",
+                                             "scale": {"domain": list(DASHES), "range": list(DASHES.values())},
+                                             "legend": {"orient": "bottom", "direction": "vertical"}}}},
+                {"transform": [{"filter": "!datum.published"}], "mark": {"type": "point", "filled": True, "size": 25},
+                 "encoding": points},
+                {"transform": [{"filter": "datum.published"}],
+                 "mark": {"type": "point", "shape": "diamond", "filled": False, "size": 50}, "encoding": points},
+            ],
+        }
+
+    return {"vconcat": [panel(k, m) for k, m in enumerate(metrics)], "resolve": {"scale": {"x": "shared"}},
+            "spacing": 36}
+
+
+def overlay_name(run: RunInfo, label: str) -> str:
+    """A run's name in the overlay: its label, and "(training)" while it trains."""
+    return label + (" (training)" if run.status == "running" else "")
+
+
+def curve_rows(histories: dict[str, pd.DataFrame], runs: dict[str, RunInfo], labels: dict[str, str], *,
+               x_axis: str = "epoch", smoothing: float = 0.0, validation_only: bool = False) -> pd.DataFrame:
+    """The overlay's points in long form for `curves_spec`: a run's curves are named by its label ("training"
+    after a run training now), wrapped for the legend; points without a value (a run that logged no time, a
+    reference run that logged no validation) are left out."""
+    frames = []
+    for run_id, h in histories.items():
         run = runs[run_id]
-        color = PALETTE[k % len(PALETTE)]
-        name = legend_name(labels[run_id] + (" (training)" if run.status == "running" else ""))
-        marker = (dict(symbol="diamond-open", size=7) if run.kind == "reference" else dict(symbol="circle", size=5))
-        x = (h["epoch"] if x_axis == "epoch" else h["wall time (s)"]).tolist()
-        in_legend = True
-        for yaxis, metric in (("y", "loss"), ("y2", "accuracy")):
-            parts = ([] if validation_only else [(metric, "train", "solid")]) + [(f"val_{metric}", "validation",
-                                                                                   "dash")]
-            for column, part, dash in parts:
-                y = h[column].astype(float)
-                if not y.notna().any():
+        name = overlay_name(run, labels[run_id])
+        x = (h["epoch"] if x_axis == "epoch" else h["wall time (s)"]).astype(float)
+        for metric in ("loss", "accuracy"):
+            for column, part in ((metric, "train"), (f"val_{metric}", "validation")):
+                if validation_only and part == "train":
                     continue
+                y = h[column].astype(float)
                 if smoothing:
                     y = y.ewm(alpha=1 - smoothing, adjust=False, ignore_na=True).mean()
-                traces.append(dict(
-                    type="scatter", x=x, y=y.tolist(), xaxis="x", yaxis=yaxis, name=name, legendgroup=run_id,
-                    showlegend=in_legend, mode="lines+markers",
-                    line=dict(color=color, dash=dash, width=2 if run.kind == "project" else 1.5),
-                    marker=dict(color=color, **marker),
-                    hovertemplate=f"{part} {metric} %{{y:.4f}}<br>{x_axis} %{{x}}",
-                ))
-                if in_legend:
-                    legend_lines += name.count("<br>") + 1
-                in_legend = False
+                frames.append(pd.DataFrame({"series": legend_label(name), "name": name, "run": run_id,
+                                            "published": run.kind == "reference", "metric": metric, "part": part,
+                                            "x": x, "y": y}))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["series", "name", "run", "published", "metric", "part", "x", "y"])
+    return rows.dropna(subset=["x", "y"]).reset_index(drop=True)
+
+
+def curves_chart(histories: dict[str, pd.DataFrame], runs: dict[str, RunInfo], labels: dict[str, str], *,
+                 x_axis: str = "epoch", log_x: bool = False, smoothing: float = 0.0,
+                 validation_only: bool = False) -> tuple[pd.DataFrame, dict]:
+    """The overlay of the chosen runs: its points and its Vega-Lite spec (one colour per run, in the order
+    chosen; log x only for wall time)."""
+    rows = curve_rows(histories, runs, labels, x_axis=x_axis, smoothing=smoothing, validation_only=validation_only)
+    series = [legend_label(overlay_name(runs[i], labels[i])) for i in histories]
     wall_log = log_x and x_axis != "epoch"
-    # One figure built in one go (one validation), not make_subplots + add_trace per curve: 5x faster, and
-    # the page redraws it every two seconds while a run trains. One x axis serves both plots (at the bottom).
-    return go.Figure(data=traces, layout=dict(
-        height=max(560, 140 + 19 * legend_lines), margin=dict(l=10, r=10, t=10, b=10),
-        xaxis=dict(anchor="y2", title=dict(text=x_axis + (", log scale" if wall_log else "")),
-                   type="log" if wall_log else "-"),
-        yaxis=dict(domain=[0.53, 1], title=dict(text="loss")),
-        yaxis2=dict(domain=[0, 0.47], title=dict(text="accuracy")),
-        legend=dict(x=1.01, xanchor="left", y=1, yanchor="top", groupclick="togglegroup", tracegroupgap=4,
-                    title_text="runs (click to hide)", font=dict(size=11)),
-        hoverlabel=dict(namelength=-1), uirevision="curves",  # zoom and hidden runs survive live updates
-    ))
+    spec = curves_spec(series, [PALETTE[k % len(PALETTE)] for k in range(len(series))],
+                       x_axis + (", log scale" if wall_log else ""), log_x=wall_log, integer_x=x_axis == "epoch")
+    return rows, spec
 
 
 def _shown(key: str, value) -> str:
@@ -227,47 +281,23 @@ def job_signature(listed) -> tuple:
 
 #: The comparison of a published run and its reproduction: one colour per source, the markers of the overlay
 #: above (open diamonds: published), train solid and validation dashed.
-COMPARISON_STYLE = {
-    "published": dict(color=PALETTE[1], marker=dict(symbol="diamond-open", size=7), width=1.5, name="published"),
-    "reproduction": dict(color=PALETTE[0], marker=dict(symbol="circle", size=5), width=2, name="ours"),
-}
+COMPARISON_SOURCES = {"published": ("published", PALETTE[1]), "reproduction": ("ours", PALETTE[0])}
 
 
-def comparison_figure(cmp: dict) -> go.Figure:
-    """core.reproduce.comparison's series on the same axes: loss above accuracy (the panels of the metrics both
-    runs logged), epoch along x, the published curve and ours in two colours, the legend right of the plot."""
+def comparison_chart(cmp: dict) -> tuple[pd.DataFrame, dict]:
+    """core.reproduce.comparison's series on the same axes, as `curves_chart` draws runs: loss above accuracy
+    (the panels of the metrics both runs logged), epoch along x, the published curve and ours in two colours."""
     series = pd.DataFrame(cmp["series"], columns=["source", "label", "epoch", "metric", "value", "elapsed_seconds"])
-    metrics = list(cmp["metrics"])
-    panels = [(base, [m for m in (base, f"val_{base}") if m in metrics]) for base in ("loss", "accuracy")]
-    panels = [(base, ms) for base, ms in panels if ms]
-    n = len(panels)
-    traces, layout = [], {}
-    for k, (base, ms) in enumerate(panels):
-        axis = "y" if k == 0 else f"y{k + 1}"
-        top = 1 - k / n
-        layout["yaxis" if k == 0 else f"yaxis{k + 1}"] = dict(
-            domain=[max(0.0, top - 1 / n + (0.06 if k < n - 1 else 0)), top], title=dict(text=base))
-        for source in ("published", "reproduction"):
-            style = COMPARISON_STYLE[source]
-            for metric in ms:
-                part = "validation" if metric.startswith("val_") else "train"
-                rows = series[(series["source"] == source) & (series["metric"] == metric)].sort_values("epoch")
-                if rows.empty:
-                    continue
-                traces.append(dict(
-                    type="scatter", x=rows["epoch"].tolist(), y=rows["value"].tolist(), xaxis="x", yaxis=axis,
-                    name=f"{style['name']}, {part}", legendgroup=f"{source}-{part}", showlegend=k == 0 or
-                    not any(t["legendgroup"] == f"{source}-{part}" for t in traces),
-                    mode="lines+markers", line=dict(color=style["color"], width=style["width"],
-                                                    dash="dash" if part == "validation" else "solid"),
-                    marker=dict(color=style["color"], **style["marker"]),
-                    hovertemplate=f"{style['name']} {part} {base} %{{y:.4f}}<br>epoch %{{x}}<extra></extra>"))
-    return go.Figure(data=traces, layout=dict(
-        height=220 + 190 * n, margin=dict(l=10, r=10, t=34, b=10),  # the toolbar above the legend, not on it
-        xaxis=dict(anchor=f"y{n}" if n > 1 else "y", title=dict(text="epoch")), **layout,
-        legend=dict(x=1.01, xanchor="left", y=1, yanchor="top", groupclick="togglegroup", font=dict(size=11),
-                    title_text="curves"),
-        hoverlabel=dict(namelength=-1)))
+    series = series[series["metric"].isin(cmp["metrics"])]  # only what both logged is drawn
+    rows = pd.DataFrame({
+        "series": series["source"].map(lambda s: COMPARISON_SOURCES[s][0]), "name": series["label"],
+        "published": series["source"] == "published", "metric": series["metric"].str.removeprefix("val_"),
+        "part": series["metric"].map(lambda m: "validation" if m.startswith("val_") else "train"),
+        "x": series["epoch"].astype(float), "y": series["value"].astype(float)})
+    rows = rows[rows["metric"].isin(["loss", "accuracy"])].dropna(subset=["x", "y"]).reset_index(drop=True)
+    panels = [m for m in ("loss", "accuracy") if (rows["metric"] == m).any()]
+    names, colors = zip(*COMPARISON_SOURCES.values())
+    return rows, curves_spec(list(names), list(colors), "epoch", metrics=panels, legend_title="curves")
 
 
 def accuracy_text(value: float | None) -> str:
