@@ -18,9 +18,11 @@ PAGES = [
 
 # TensorFlow and the shipped model load in a process of their own, started with the first page load of this
 # server (later calls cost a lock): drawing then never waits for them, and no page shares an interpreter with
-# the import. Started before the page runs but only launched ui.warmup.START_DELAY_S later, so the first page
-# reaches the browser first, unless that page needs a model (a first Report to evaluate): it then waits for the
-# child instead of importing TensorFlow here.
-warmup.start()
+# the import. Started before the page runs but only launched once no page has loaded for
+# ui.warmup.START_DELAY_S, so pages reach the browser first, unless a page needs a model (a first Report to
+# evaluate: it then waits for the child instead of importing TensorFlow here) or is the Draw page, whose first
+# stroke will need it.
 with guard():  # an unexpected error: a short message here, the traceback in the server log
-    st.navigation(PAGES).run()
+    page = st.navigation(PAGES)
+    warmup.start(soon=page.url_path == "draw")
+    page.run()

@@ -37,12 +37,14 @@ WAIT_LIMIT_S = 300.0
 
 #: The child launches once no page load has begun for this long (app.py calls start() as each page load begins,
 #: before the page runs, so a first page that needs a model does not load it in the server), or at once when a
-#: page waits for it. Why wait at all: a page's last messages still have to reach the browser, which renders
-#: it on the same CPUs, and a starting child competes with both even at a lower priority (Home on a fresh
-#: server, 4 servers each: median 1.78 s starting right after the page, 1.16 s one second after it, 1.20 s with
-#: no warm-up). Why a quiet spell and not a fixed delay: Training Runs opened right after Home took 1.97-4.07 s
-#: with the child launched 1.5 s after Home began, in the middle of it (bench/page_speed.py, 3 runs).
-START_DELAY_S = 1.5
+#: page waits for it or is the Draw page. Why wait at all: a page's last messages still have to reach the
+#: browser, which renders it on the same CPUs, and a starting child competes with both even at a lower priority
+#: (Home on a fresh server, 4 servers each: median 1.78 s starting right after the page, 1.16 s one second
+#: after it, 1.20 s with no warm-up). Why a quiet spell and not a fixed delay: Training Runs opened right after
+#: Home took 1.97-4.07 s with the child launched 1.5 s after Home began, in the middle of it (bench/page_speed.py,
+#: 3 runs). Why 3 s: with 1.5 s, the child still launched while the browser drew Training Runs' first visit
+#: (1.98-2.53 s in 3 bench runs at 300bd31; 1.39-1.62 s medians with no warm-up in probes).
+START_DELAY_S = 3.0
 
 _lock = threading.Lock()
 _wanted = threading.Event()  # a page waits for the warm-up: the child starts without its START_DELAY_S
@@ -79,14 +81,23 @@ def _finished(shipped: Future) -> None:
         LOG.info("Model warm-up ready in %.1f s (%s).", total, ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
 
 
-def start(process_factory: Callable[[], object] | None = None) -> bool:
+def start(process_factory: Callable[[], object] | None = None, soon: bool = False) -> bool:
     """Start the model process and its warm-up unless one runs in this server (or it is turned off).
 
     Cheap after the first call (a lock), so app.py calls it on every page load. A ready child that has died
     since is started again; a failed warm-up is not retried (pages load models themselves). True when this
-    call started one. The child launches after START_DELAY_S without a page load, unless a page waits first.
+    call started one. The child launches after START_DELAY_S without a page load, unless a page waits first or
+    the page loading now will soon need the model (`soon`: the Draw page, whose first stroke is predicted).
     """
     _last_page[0] = time.monotonic()  # every page load, started or not: the launcher waits for a quiet spell
+    try:
+        return _start(process_factory)
+    finally:
+        if soon:
+            _wanted.set()  # after _start, which clears it for a child it starts
+
+
+def _start(process_factory: Callable[[], object] | None) -> bool:
     with _lock:
         process = _state["process"]
         dead = _dead()
