@@ -59,7 +59,7 @@ if not digits:
 per_label = counts(digits)
 missing = [d for d, n in per_label.items() if n == 0]
 st.metric("Saved digits", f"{len(digits):,}")
-st.plotly_chart(render.count_bars(per_label), width="stretch", key="counts")
+st.vega_lite_chart(render.count_bars(per_label), width="stretch", key="counts")
 if missing:
     st.caption(f"None yet labelled {', '.join(map(str, missing))}: the report then has no images of "
                f"{'that digit' if len(missing) == 1 else 'those digits'} to measure.")

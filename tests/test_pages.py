@@ -324,6 +324,10 @@ def test_my_digits_page_counts_and_shows_every_digit_by_label():
     assert [h.value for h in at.subheader] == ["Labelled 1", "Labelled 7"]
     assert len(at.get("image")) == 3
     assert "None yet labelled 0, 2, 3, 4, 5, 6, 8, 9" in " ".join(c.value for c in at.caption)
+    import pyarrow as pa
+
+    bars = pa.ipc.open_stream(at.get("vega_lite_chart")[0].proto.data.data).read_all().to_pylist()
+    assert [(b["label"], b["digits"]) for b in bars] == [(str(d), {1: 2, 7: 1}.get(d, 0)) for d in range(10)]
 
 
 def test_my_digits_page_relabels_a_digit():

@@ -4,6 +4,7 @@ warnings, the lazy views, and a cached evaluation that renders without TensorFlo
 The three evaluations of scikit-learn digits are computed once for the module and copied into each test's own
 data folder (the evaluation cache is keyed by content, so a copy is exactly what the page would compute).
 """
+import json
 import os
 import re
 import shutil
@@ -12,9 +13,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.reframing import METHODS
 from tests.conftest import ROOT, canvas
 
 TIMEOUT = 120
@@ -204,7 +207,11 @@ def test_automation_view_follows_the_target_accuracy():
     at = report_page(view="Automation")
     assert not at.exception
     headline = next(m.value for m in at.markdown if "Automate" in m.value)
-    assert len(at.get("plotly_chart")) == 1
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)  # Vega-Lite: no plotly.js to load for this view
+    rule = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule")
+    assert rule["data"]["values"][0]["target"] == pytest.approx(0.99)
+    point = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")["data"]["values"][0]
+    assert 0 < point["coverage"] <= 1 and point["accuracy"] >= 0.99  # the automation point keeps the target
     table = at.table[0].value
     assert list(table["predicted digit"]) == list(range(10))
     assert all(v.endswith(" %") for v in table["automated"]) and "accuracy (95 % CI)" in table.columns
@@ -233,9 +240,12 @@ def test_per_digit_methods_and_html_views():
     assert list(rates.columns) == ["digit", "images", "accuracy", "recall (95 % CI)", "precision (95 % CI)", "F1"]
     assert len(rates) == 10 and all(" % [" in v for v in rates["recall (95 % CI)"])
     at.segmented_control(key="view").set_value("Methods").run()
-    assert not at.exception and len(at.get("plotly_chart")) == 2
-    recall_chart = at.get("plotly_chart")[1].proto.spec
-    assert '"type":"category"' in recall_chart.replace(" ", "")  # every digit labelled
+    assert not at.exception
+    accuracy, recall = (json.loads(c.proto.spec) for c in at.get("vega_lite_chart"))
+    assert accuracy["title"].startswith("Accuracy") and recall["title"] == "Recall per digit"
+    assert recall["encoding"]["x"]["type"] == "ordinal"  # every digit labelled, not every other one
+    bars = pa.ipc.open_stream(at.get("vega_lite_chart")[1].proto.data.data).read_all().to_pylist()
+    assert {b["method"] for b in bars} == set(METHODS) and {b["digit"] for b in bars} == {str(d) for d in range(10)}
     at.segmented_control(key="view").set_value("HTML").run()
     assert not at.exception
     assert "Download the whole report (HTML, opens offline)" in [b.proto.label for b in at.get("download_button")]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.images import thumbnail
@@ -85,14 +84,21 @@ def probability_chart(probabilities, height: int = 220) -> dict:
     }
 
 
-def count_bars(counts: dict[int, int], height: int = 220) -> go.Figure:
-    """How many digits per label, every digit 0..9 on the axis (an empty class shows as a gap)."""
-    digits = [str(d) for d in range(10)]
-    fig = go.Figure(go.Bar(x=digits, y=[counts.get(d, 0) for d in range(10)], marker_color="#7f7f7f",
-                           text=[counts.get(d, 0) or "" for d in range(10)], textposition="outside",
-                           hovertemplate="digit %{x}: %{y}<extra></extra>", cliponaxis=False))
+def count_bars(counts: dict[int, int], height: int = 220) -> dict:
+    """A Vega-Lite spec: how many digits per label, every digit 0..9 on the axis (an empty class shows as a gap),
+    each bar labelled with its count (Vega-Lite, as the Draw page's chart: no plotly.js to load)."""
     top = max(counts.values(), default=0)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title="Saved digits per label",
-                      xaxis=dict(type="category", title="label", tickmode="array", tickvals=digits),
-                      yaxis=dict(title="digits", range=[0, max(1, top) * 1.2], dtick=max(1, -(-top // 5))))
-    return fig
+    return {
+        "title": "Saved digits per label", "height": height,
+        "data": {"values": [{"label": str(d), "digits": counts.get(d, 0)} for d in range(10)]},
+        "encoding": {
+            "x": {"field": "label", "type": "ordinal", "sort": None, "axis": {"labelAngle": 0}},
+            "y": {"field": "digits", "type": "quantitative", "scale": {"domain": [0, max(1, top) * 1.2]},
+                  "axis": {"tickMinStep": 1, "format": "d"}},
+        },
+        "layer": [
+            {"mark": {"type": "bar", "color": "#7f7f7f", "tooltip": True}},
+            {"transform": [{"filter": "datum.digits > 0"}], "mark": {"type": "text", "dy": -8},
+             "encoding": {"text": {"field": "digits"}}},
+        ],
+    }

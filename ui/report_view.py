@@ -16,10 +16,9 @@ import numpy as np
 
 if TYPE_CHECKING:  # pandas is imported where a table is built: a Report's title, metrics and headline reach
     import pandas as pd  # the browser before its ~0.4-s import on a fresh server
-import plotly.graph_objects as go
 import streamlit as st
 
-from core import config, report
+from core import config, report, svg
 from core.datasets import Dataset
 from core.errors import DigitLabError
 from core.evaluation import BLANK, Evaluation
@@ -401,33 +400,45 @@ def per_digit_view(ctx: Context) -> None:
 
 # --- automation ------------------------------------------------------------------------------------------------
 
-def coverage_figure(summary: dict) -> go.Figure:
-    """Accuracy on the accepted images against the share accepted, with the 95 % Wilson band, the target and
-    the chosen operating point."""
-    rows = sorted((r for r in summary["coverage"] if r["accepted"]), key=lambda r: r["coverage"])
-    x = [r["coverage"] for r in rows]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=[r["high"] for r in rows], mode="lines", line=dict(width=0),
-                             hoverinfo="skip", showlegend=False))
-    fig.add_trace(go.Scatter(x=x, y=[r["low"] for r in rows], mode="lines", line=dict(width=0), fill="tonexty",
-                             fillcolor="rgba(31,119,180,0.2)", name="95 % interval", hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in rows], mode="lines", name="accuracy on accepted",
-                             line=dict(color="#1f77b4"), customdata=[r["threshold"] for r in rows],
-                             hovertemplate="threshold %{customdata:.2f}: accept %{x:.1%}, accuracy %{y:.2%}"
-                                           "<extra></extra>"))
+def coverage_chart(summary: dict) -> dict:
+    """A Vega-Lite spec: accuracy on the accepted images against the share accepted, with its 95 % Wilson band,
+    the target (dashed) and the chosen operating point (red). Vega-Lite, as every chart on this page: a view
+    switch that draws a first plotly chart waits for plotly.js (the switch to Automation took 1.38-1.50 s with
+    plotly, 0.26-0.39 s with this chart; four fresh servers each, a probe of bench/page_speed.py's steps)."""
+    rows = sorted(({k: r[k] for k in ("coverage", "accuracy", "low", "high", "threshold")}
+                   for r in summary["coverage"] if r["accepted"]), key=lambda r: r["coverage"])
     a = summary["automation"]
-    fig.add_hline(y=a["target_accuracy"], line_dash="dash", line_color="#555",
-                  annotation_text=f"target {report.pct(a['target_accuracy'])}", annotation_position="bottom left")
-    if a.get("threshold") is not None:
-        fig.add_trace(go.Scatter(x=[a["coverage"]], y=[a["accuracy"]], mode="markers", name="automation point",
-                                 marker=dict(color="#d62728", size=11)))
     # from the curve and the target, not the band (a few accepted images have a band down to 60 %)
     y_min = max(0.0, math.floor((min([r["accuracy"] for r in rows] + [a["target_accuracy"]]) - 0.01) * 20) / 20)
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-                      xaxis=dict(title="coverage: share of images accepted", tickformat=".0%", range=[0, 1.02]),
-                      yaxis=dict(title="accuracy on accepted images", tickformat=".0%", range=[y_min, 1.005]))
-    return fig
+    x = {"field": "coverage", "type": "quantitative", "title": "coverage: share of images accepted",
+         "scale": {"domain": [0, 1.02]}, "axis": {"format": ".0%"}}
+    y = {"type": "quantitative", "title": "accuracy on accepted images", "scale": {"domain": [y_min, 1.005]},
+         "axis": {"format": ".0%"}}
+    target = {"values": [{"target": a["target_accuracy"], "label": f"target {report.pct(a['target_accuracy'])}"}]}
+    layers = [
+        {"mark": {"type": "area", "opacity": 0.2, "color": "#1f77b4", "clip": True},
+         "encoding": {"x": x, "y": {"field": "low", **y}, "y2": {"field": "high"}}},
+        {"mark": {"type": "line", "color": "#1f77b4", "clip": True},
+         "encoding": {"x": x, "y": {"field": "accuracy", **y},
+                      "tooltip": [{"field": "threshold", "format": ".2f"},
+                                  {"field": "coverage", "title": "accepted", "format": ".1%"},
+                                  {"field": "accuracy", "format": ".2%"}]}},
+        {"data": target, "mark": {"type": "rule", "strokeDash": [6, 4], "color": "#555"},
+         "encoding": {"y": {"field": "target", **y}}},
+        {"data": target, "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": 4,
+                                  "color": "#555"},
+         "encoding": {"x": {"datum": 0, "type": "quantitative"}, "y": {"field": "target", **y},
+                      "text": {"field": "label"}}},
+    ]
+    if a.get("threshold") is not None:
+        layers.append({"data": {"values": [{"coverage": a["coverage"], "accuracy": a["accuracy"],
+                                            "threshold": a["threshold"]}]},
+                       "mark": {"type": "point", "filled": True, "size": 130, "color": "#d62728"},
+                       "encoding": {"x": x, "y": {"field": "accuracy", **y},
+                                    "tooltip": [{"field": "threshold", "format": ".3f"},
+                                                {"field": "coverage", "title": "automated", "format": ".1%"},
+                                                {"field": "accuracy", "format": ".2%"}]}})
+    return {"height": 340, "data": {"values": rows}, "layer": layers}
 
 
 def automation_table(table: pd.DataFrame):
@@ -453,7 +464,9 @@ def automation_view(ctx: Context) -> None:
     st.caption("A form pipeline accepts the model's answer when its confidence reaches a threshold and sends the "
                "rest to a person. As the threshold falls, more images are accepted (coverage) and accuracy on "
                "them drops. The threshold is chosen on these same images: confirm it on new labelled ones.")
-    st.plotly_chart(coverage_figure(s), key="coverage_chart", config={"displayModeBar": False})
+    st.vega_lite_chart(coverage_chart(s), key="coverage_chart", width="stretch")
+    st.caption("Line: accuracy on the images accepted at each threshold (hover for the threshold); band: its 95 % "
+               "interval; dashed: the target; red dot: the threshold chosen, the lowest that keeps the target.")
     st.markdown("**Per predicted digit** (what a pipeline knows when it decides)")
     table = report.automation_frame(s["automation_per_digit"])
     st.table(automation_table(table))  # ten rows: a static table, laid out at once and fitting 1024 px
@@ -485,29 +498,53 @@ def compare(ctx: Context) -> dict[str, Evaluation]:
     return out
 
 
+def methods_accuracy_chart(comp: pd.DataFrame) -> dict:
+    """A Vega-Lite spec: each method's accuracy as a bar, labelled, with its 95 % interval."""
+    rows = [{"method": r["method"], "accuracy": float(r["accuracy"]), "low": float(r["accuracy_low"]),
+             "high": float(r["accuracy_high"]), "label": report.pct(r["accuracy"])} for _, r in comp.iterrows()]
+    x = {"field": "method", "type": "nominal", "sort": None, "axis": {"labelAngle": 0}}
+    y = {"type": "quantitative", "title": "accuracy", "scale": {"domain": [0, 1.05]}, "axis": {"format": ".0%"}}
+    return {
+        "title": "Accuracy (95 % interval)", "height": 320, "data": {"values": rows},
+        "layer": [
+            {"mark": {"type": "bar", "color": "#4c78a8"},
+             "encoding": {"x": x, "y": {"field": "accuracy", **y},
+                          "tooltip": [{"field": "method"}, {"field": "accuracy", "format": ".2%"},
+                                      {"field": "low", "title": "95 % CI from", "format": ".2%"},
+                                      {"field": "high", "title": "to", "format": ".2%"}]}},
+            {"mark": {"type": "rule", "color": "#222"},
+             "encoding": {"x": x, "y": {"field": "low", **y}, "y2": {"field": "high"}}},
+            {"mark": {"type": "text", "dy": -8},  # above the interval's top
+             "encoding": {"x": x, "y": {"field": "high", **y}, "text": {"field": "label"}}},
+        ],
+    }
+
+
+def methods_recall_chart(comp: pd.DataFrame) -> dict:
+    """A Vega-Lite spec: recall per true digit, one bar per method side by side, every digit labelled."""
+    rows = [{"method": r["method"], "digit": str(d), "recall": float(r[f"recall_{d}"])}
+            for _, r in comp.iterrows() for d in range(10)]
+    return {
+        "title": "Recall per digit", "height": 380, "data": {"values": rows},
+        "mark": {"type": "bar"},
+        "encoding": {
+            "x": {"field": "digit", "type": "ordinal", "title": "true digit", "sort": None, "axis": {"labelAngle": 0}},
+            "xOffset": {"field": "method", "sort": None},
+            "y": {"field": "recall", "type": "quantitative", "scale": {"domain": [0, 1.05]},
+                  "axis": {"format": ".0%"}},
+            "color": {"field": "method", "type": "nominal", "sort": None, "legend": {"orient": "top"},
+                      "scale": {"domain": list(comp["method"]), "range": list(svg.PALETTE[:len(comp)])}},
+            "tooltip": [{"field": "method"}, {"field": "digit"}, {"field": "recall", "format": ".1%"}],
+        },
+    }
+
+
 @st.fragment
 @guarded
 def methods_view(ctx: Context) -> None:
     comp = report.comparison_frame(compare(ctx))
-    fig = go.Figure(go.Bar(x=comp["method"], y=comp["accuracy"], text=[report.pct(v) for v in comp["accuracy"]],
-                           error_y=dict(type="data", symmetric=False, array=comp["accuracy_high"] - comp["accuracy"],
-                                        arrayminus=comp["accuracy"] - comp["accuracy_low"]),
-                           marker_color="#4c78a8", hovertemplate="%{x}: %{y:.2%}<extra></extra>"))
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), title="Accuracy (95 % interval)",
-                      yaxis=dict(range=[0, 1.05], tickformat=".0%"), xaxis=dict(type="category"))
-    st.plotly_chart(fig, key="acc_methods", config={"displayModeBar": False})
-    recall = comp.melt(id_vars="method", value_vars=[f"recall_{d}" for d in range(10)], var_name="digit",
-                       value_name="recall")
-    recall["digit"] = recall["digit"].str.removeprefix("recall_")
-    fig = go.Figure([go.Bar(x=g["digit"], y=g["recall"], name=m, hovertemplate=f"{m}, digit %{{x}}: %{{y:.1%}}"
-                            "<extra></extra>") for m, g in recall.groupby("method", sort=False)])
-    digits = [str(d) for d in range(10)]
-    fig.update_layout(height=320, barmode="group", margin=dict(l=10, r=10, t=30, b=10), title="Recall per digit",
-                      yaxis=dict(range=[0, 1.05], tickformat=".0%"),
-                      # a category axis: every digit labelled (a numeric axis labels only every other one)
-                      xaxis=dict(type="category", tickmode="array", tickvals=digits, title="true digit"),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
-    st.plotly_chart(fig, key="recall_methods", config={"displayModeBar": False})
+    st.vega_lite_chart(methods_accuracy_chart(comp), key="acc_methods", width="stretch")
+    st.vega_lite_chart(methods_recall_chart(comp), key="recall_methods", width="stretch")
     st.caption("`naive` keeps dark ink on white: the model answers one or two digits for nearly everything, so "
                "their recall is high and every other digit's is near zero.")
     csv_download("Download comparison (CSV)", comp, f"methods-{ctx.ev.target}.csv", "dl_methods")
