@@ -6,7 +6,6 @@ without TensorFlow: it reads the job queue and saved results.
 import hashlib
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import adaptation, jobs
@@ -14,6 +13,7 @@ from core.config import data_home, read_only
 from core.errors import DigitLabError
 from core.runs import runs_with_models
 from core.storage import atomic_write_bytes
+from ui import render
 from ui.nav import ensure_app_navigation
 from ui.safe import guarded, md_escape, read_only_note, show_error
 
@@ -127,44 +127,26 @@ summary = pd.DataFrame(r["summary"])
 st.caption(md_escape(f"{r['provenance']}. Reframing: {r['reframing']}. Model: {r['model']}."))
 
 best_k = max((k for k in summary["shots"].unique() if k <= 10), default=None) if len(summary) else None
-m = st.columns(3)
-m[0].metric("Zero-shot accuracy (test part)", f"{r['zero_shot']:.1%}")
-if best_k is not None:
-    best = summary[summary["shots"] == best_k].sort_values("mean").iloc[-1]
-    m[1].metric(f"Best with {best_k} labels per class", f"{best['mean']:.1%}",
-                f"{best['mean'] - r['zero_shot']:+.1%} vs zero-shot ({best['strategy']})")
-    m[2].metric("MNIST accuracy after it", f"{best['mnist_mean']:.1%}",
-                f"{best['mnist_mean'] - r['zero_shot_mnist']:+.1%} vs before", delta_color="normal")
-
-COLORS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "scratch": "#7f7f7f"}
-
-
-def curve(column: str, title: str, baseline: float, spread: str | None) -> go.Figure:
-    fig = go.Figure()
-    for strategy, g in summary.groupby("strategy", sort=False):
-        g = g.sort_values("shots")
-        color = COLORS.get(strategy, "#2ca02c")
-        if spread:
-            upper, lower = (g[column] + g[spread]).clip(upper=1), (g[column] - g[spread]).clip(lower=0)
-            fig.add_trace(go.Scatter(x=list(g["shots"]) + list(g["shots"])[::-1],
-                                     y=list(upper) + list(lower)[::-1], fill="toself", fillcolor=color,
-                                     opacity=0.15, line=dict(width=0), hoverinfo="skip", showlegend=False))
-        fig.add_trace(go.Scatter(x=g["shots"], y=g[column], name=strategy, mode="lines+markers",
-                                 line=dict(color=color), hovertemplate="k=%{x}: %{y:.1%}<extra>" + strategy
-                                 + "</extra>"))
-    fig.add_hline(y=baseline, line=dict(color="black", dash="dash"), annotation_text="zero-shot",
-                  annotation_position="bottom right")
-    fig.update_layout(title=title, height=360, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis=dict(title="labelled images per class (k)", type="log", tickvals=sorted(summary["shots"].unique())),
-                      yaxis=dict(title="accuracy", tickformat=".0%"), legend=dict(orientation="h", y=1.12, x=0))
-    return fig
-
+# A wrapping row of metrics as wide as their text: in three equal columns at 1024 px, the label or the delta
+# naming the strategy was cut ("(fin...").
+with st.container(horizontal=True, gap="large"):
+    st.metric("Zero-shot accuracy (test part)", f"{r['zero_shot']:.1%}", width="content")
+    if best_k is not None:
+        best = summary[summary["shots"] == best_k].sort_values("mean").iloc[-1]
+        st.metric(f"Best with {best_k} labels per class ({best['strategy']})", f"{best['mean']:.1%}",
+                  f"{best['mean'] - r['zero_shot']:+.1%} vs zero-shot", width="content")
+        st.metric("MNIST accuracy after it", f"{best['mnist_mean']:.1%}",
+                  f"{best['mnist_mean'] - r['zero_shot_mnist']:+.1%} vs before", delta_color="normal",
+                  width="content")
 
 c1, c2 = st.columns(2)
-c1.plotly_chart(curve("mean", "Accuracy on the target's test part (band: ± 1 std over seeds)", r["zero_shot"],
-                      "std"), width="stretch", key="adapt_curve")
-c2.plotly_chart(curve("mnist_mean", "MNIST accuracy after adaptation (forgetting)", r["zero_shot_mnist"], None),
-                width="stretch", key="adapt_forgetting")
+c1.vega_lite_chart(render.learning_curve(summary, "mean", title="Accuracy on the test part",
+                                         baseline=r["zero_shot"]), width="stretch", key="adapt_curve")
+c2.vega_lite_chart(render.learning_curve(summary, "mnist_mean", title="MNIST accuracy after it",
+                                         baseline=r["zero_shot_mnist"], baseline_label="before", spread=None),
+                   width="stretch", key="adapt_forgetting")
+st.caption("Left: accuracy on the target's fixed test part, mean over seeds with a band of ± 1 standard deviation; "
+           "dashed: zero-shot. Right: MNIST accuracy after adapting (forgetting); dashed: before adapting.")
 
 table = summary.rename(columns={"mean": "accuracy (mean)", "std": "std over seeds", "n": "seeds",
                                 "mnist_mean": "MNIST accuracy (mean)"})

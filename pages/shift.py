@@ -4,7 +4,7 @@ import streamlit as st
 from core import shift
 from core.errors import DigitLabError
 from core.reframing import DEFAULT_METHOD, METHODS
-from ui import cache, pickers, shift_view
+from ui import cache, pickers, render, shift_view
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, show_error, shown_path
 
@@ -148,7 +148,9 @@ if adapted is None:
                "its learning curve then appears here: what reframing cannot close, a few labels per class can.")
 else:
     try:
-        st.plotly_chart(shift_view.adaptation_curve(adapted), width="stretch", key="kshot")
+        st.vega_lite_chart(render.learning_curve(shift_view.adaptation_summary(adapted),
+                                                 title="Accuracy on the target's test part",
+                                                 baseline=adapted["zero_shot"]), width="stretch", key="kshot")
         st.markdown(shift_view.adaptation_sentence(adapted))
         st.caption(f"Adaptation {md_escape(adapted.get('id', ''))}: {adapted['n_test']:,} test images, reframing "
                    f"`{adapted['reframing']}`, model {md_escape(shown_path(adapted.get('model')))}; mean and "

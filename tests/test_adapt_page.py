@@ -1,7 +1,9 @@
 """The Few-shot adaptation page: queue a job, watch it, read a saved learning curve; no TensorFlow to render."""
+import json
 import subprocess
 import sys
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import adaptation, jobs
@@ -46,9 +48,20 @@ def test_the_page_shows_a_saved_learning_curve():
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Zero-shot accuracy (test part)"] == "94.1%"
-    assert metrics["Best with 10 labels per class"] == "98.6%"  # fine-tune, mean of 0.985 and 0.987
+    assert metrics["Best with 10 labels per class (fine-tune)"] == "98.6%"  # mean of 0.985 and 0.987
     table = at.dataframe[0].value
     assert set(table["strategy"]) == set(adaptation.STRATEGIES) and len(table) == 6
+    import pyarrow as pa
+
+    curve, forgetting = at.get("vega_lite_chart")  # the learning curve and the forgetting one, both Vega-Lite
+    points = pa.ipc.open_stream(curve.proto.data.data).read_all().to_pandas()
+    fine = points[points["strategy"] == "fine-tune"].set_index("shots")
+    assert fine.loc[10, "value"] == pytest.approx(0.986) and fine.loc[10, "low"] < 0.986 < fine.loc[10, "high"]
+    spec = json.loads(curve.proto.spec)
+    assert spec["layer"][0]["mark"]["type"] == "area"  # the band over seeds
+    assert next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule")["data"]["values"][0][
+        "baseline"] == pytest.approx(0.941)  # zero-shot, dashed
+    assert "low" not in pa.ipc.open_stream(forgetting.proto.data.data).read_all().column_names  # no band there
 
 
 def test_read_only_shows_results_but_no_form(monkeypatch):

@@ -102,3 +102,46 @@ def count_bars(counts: dict[int, int], height: int = 220) -> dict:
              "encoding": {"text": {"field": "digits"}}},
         ],
     }
+
+
+#: Each adaptation strategy's colour, the same on every page.
+STRATEGY_COLOURS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "scratch": "#7f7f7f"}
+
+
+def learning_curve(summary, column: str = "mean", *, title: str, baseline: float, baseline_label: str = "zero-shot",
+                   spread: str | None = "std", height: int = 360) -> dict:
+    """A Vega-Lite spec of a few-shot adaptation's summary (core.adaptation: one row per strategy and shots):
+    `column` against labelled images per class (log x, a tick at each k), one line per strategy, a band of
+    +- `spread` when given, and the baseline dashed (zero-shot, before any adaptation)."""
+    rows = []
+    for r in summary.to_dict("records"):
+        row = {"strategy": r["strategy"], "shots": int(r["shots"]), "value": float(r[column])}
+        if spread:
+            row.update(low=max(0.0, row["value"] - float(r[spread])), high=min(1.0, row["value"] + float(r[spread])),
+                       band=r["strategy"])
+        rows.append(row)
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    shots = sorted({r["shots"] for r in rows})
+    x = {"field": "shots", "type": "quantitative", "title": "labels per class (k, log scale)",
+         "scale": {"type": "log"}, "axis": {"values": shots, "format": "d"}}
+    # ".1~%": 98.4% on a narrow range (forgetting), 40% on a wide one
+    y = {"type": "quantitative", "title": "accuracy", "axis": {"format": ".1~%"}, "scale": {"zero": False}}
+    # the legend under the plot in two columns: in half a 1024-px page a row of three names was cut
+    color = {"field": "strategy", "type": "nominal", "title": None,
+             "legend": {"orient": "bottom", "columns": 2, "symbolType": "stroke"},
+             "scale": {"domain": strategies, "range": [STRATEGY_COLOURS.get(s, "#2ca02c") for s in strategies]}}
+    base = {"values": [{"baseline": baseline, "label": f"{baseline_label} {baseline:.1%}"}]}
+    layers = [{"mark": {"type": "line", "point": True},
+               "encoding": {"x": x, "y": {"field": "value", **y}, "color": color,
+                            "tooltip": [{"field": "strategy"}, {"field": "shots", "title": "k"},
+                                        {"field": "value", "title": "accuracy", "format": ".1%"}]}},
+              {"data": base, "mark": {"type": "rule", "strokeDash": [6, 4], "color": "#333"},
+               "encoding": {"y": {"field": "baseline", **y}}},
+              {"data": base, "mark": {"type": "text", "align": "right", "baseline": "top", "dy": 4, "color": "#333"},
+               "encoding": {"x": {"value": "width"}, "y": {"field": "baseline", **y}, "text": {"field": "label"}}}]
+    if spread:
+        layers.insert(0, {"mark": {"type": "area", "opacity": 0.15},
+                          # its own field: a legend turned off for the strategy field is off in every layer
+                          "encoding": {"x": x, "y": {"field": "low", **y}, "y2": {"field": "high"},
+                                       "fill": {**color, "field": "band", "legend": None}}})
+    return {"title": title, "height": height, "data": {"values": rows}, "layer": layers}

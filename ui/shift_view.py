@@ -167,20 +167,9 @@ def newest_adaptation(target_name: str, method: str) -> dict | None:
     return next((r for r in results if r.get("reframing") == method), results[0])
 
 
-def adaptation_curve(result: dict) -> go.Figure:
-    """Accuracy on the fixed test part against labelled images per class: mean +- std over seeds per strategy,
-    with zero-shot as a dashed line."""
-    s = pd.DataFrame(result["summary"]).sort_values(["strategy", "shots"])
-    fig = px.line(s, x="shots", y="mean", color="strategy", error_y="std", markers=True, log_x=True,
-                  labels={"shots": "labelled target images per class (log scale)", "mean": "accuracy on the test part",
-                          "strategy": ""})
-    fig.add_hline(y=result["zero_shot"], line_dash="dash", line_color="#555",
-                  annotation_text=f"zero-shot {result['zero_shot']:.1%}", annotation_position="bottom right")
-    fig.update_xaxes(tickvals=sorted(s["shots"].unique()))
-    fig.update_yaxes(tickformat=".0%")
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
-    return fig
+def adaptation_summary(result: dict) -> pd.DataFrame:
+    """A saved adaptation's summary (one row per strategy and shots), for ui.render.learning_curve."""
+    return pd.DataFrame(result["summary"]).sort_values(["strategy", "shots"])
 
 
 def adaptation_sentence(result: dict) -> str:
