@@ -392,7 +392,7 @@ class ShiftResult:
     explanation: list[str]
 
     def long_table(self) -> pd.DataFrame:
-        """Every image's properties with columns domain, view: the shape plotly wants for overlaid histograms."""
+        """Every image's properties with columns domain and view: the long form the page's histograms bin."""
         parts = []
         for dom, props in (("source", self.source), ("target", self.target)):
             for view in ("before", "after"):

@@ -98,7 +98,7 @@ props = list(shift.PROPERTIES)
 for i in range(0, len(props), 2):
     cols = st.columns(2)
     for col, prop in zip(cols, props[i : i + 2]):
-        col.plotly_chart(shift_view.histograms(long, prop), width="stretch", key=f"hist_{prop}")
+        col.vega_lite_chart(shift_view.histograms(long, prop), width="stretch", key=f"hist_{prop}")
 
 st.subheader("What the model sees: its penultimate-layer features")
 st.caption("The input of the model's last Dense layer (the features its classifier separates) for a stratified "
@@ -131,11 +131,11 @@ st.caption(f"{(sample['domain'] == 'source').sum():,} MNIST and {(sample['domain
            f"images, {feats.shape[1]:,} features each. Right on this sample: MNIST {acc.get('source', 0):.1%}, "
            f"target {acc.get('target', 0):.1%}.")
 maps = st.columns(2)
-maps[0].plotly_chart(shift_view.feature_scatter(sample, pca, colour_by, "PCA (first two components)"),
-                     width="stretch", key="map_pca")
+maps[0].vega_lite_chart(shift_view.feature_scatter(sample, pca, colour_by, "PCA (first two components)"),
+                        width="stretch", key="map_pca")
 if tsne is not None:
-    maps[1].plotly_chart(shift_view.feature_scatter(sample, tsne, colour_by, "t-SNE"), width="stretch",
-                         key="map_tsne")
+    maps[1].vega_lite_chart(shift_view.feature_scatter(sample, tsne, colour_by, "t-SNE"), width="stretch",
+                            key="map_tsne")
 else:
     maps[1].info("Turn on **t-SNE** (above) for a map that keeps neighbourhoods: images the model finds alike "
                  "land together.")

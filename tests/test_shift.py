@@ -280,3 +280,33 @@ def test_cli_shift_json(small_source, capsys):
     assert all(isinstance(s, str) for s in out["explanation"]) and out["explanation"]
     assert main(["shift", "--target", "sklearn-digits", "--reframing", "naive"]) == 0
     assert "closes none of the measured gaps" in capsys.readouterr().out
+
+
+def test_histograms_share_bins_between_views_and_domains():
+    from ui import shift_view
+
+    long = pd.DataFrame({"view": ["before"] * 4 + ["after"] * 4,
+                         "domain": ["source", "source", "target", "target"] * 2,
+                         "ink_share": [0.10, 0.10, 0.30, 0.30, 0.11, 0.11, 0.12, 0.12]})
+    spec = shift_view.histograms(long, "ink_share")
+    assert [p["transform"][0]["filter"]["equal"] for p in spec["vconcat"]] == ["before", "after"]  # stacked
+    bars = pd.DataFrame(spec["data"]["values"])
+    width = (bars["end"] - bars["start"]).to_numpy()
+    steps = (bars["start"] - bars["start"].min()).to_numpy() / width[0]
+    assert np.allclose(width, width[0]) and np.allclose(steps, np.round(steps))  # one grid of bins for all
+    for _, group in bars.groupby(["view", "domain"]):
+        assert group["pct"].sum() == pytest.approx(100)  # each domain's share, per view
+    after = bars[bars["view"] == "after"]
+    assert after[after["domain"] == "target"]["start"].min() < 0.2  # reframing moved the target's ink over
+
+
+def test_feature_map_draws_wrong_answers_last_and_shapes_by_domain():
+    from ui import shift_view
+
+    table = pd.DataFrame({"domain": ["target", "source", "target"], "label": [1, 2, 3], "predicted": [7, 2, 3],
+                          "confidence": [0.6, 0.99, 0.9], "correct": [False, True, True]})
+    spec = shift_view.feature_scatter(table, np.array([[0, 0], [1, 1], [2, 2]], float), "right or wrong", "PCA")
+    points = spec["data"]["values"]
+    assert [p["result"] for p in points] == ["right", "right", "wrong"]
+    assert spec["encoding"]["shape"]["scale"]["range"] == ["circle", "cross"]
+    assert spec["encoding"]["color"]["field"] == "result"

@@ -1,7 +1,7 @@
 """The pickers several pages share: the target data set and the model under test.
 
 Each renders its widgets, returns what was chosen, and raises core's DigitLabError for a bad upload (the page
-shows it where it wants with ui.safe.show_error). Light on purpose: no pandas, plotly or TensorFlow at import.
+shows it where it wants with ui.safe.show_error). Light on purpose: no pandas or TensorFlow at import.
 """
 from __future__ import annotations
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import shift
@@ -69,89 +67,84 @@ def _edges(groups: list[np.ndarray], bins: int = 40) -> np.ndarray:
     return np.linspace(lo, hi, bins + 1)
 
 
-def histograms(long: pd.DataFrame, prop: str) -> go.Figure:
-    """Overlaid histograms of one property, source vs target, before | after reframing (same bins and axes).
+def histograms(long: pd.DataFrame, prop: str) -> dict:
+    """A Vega-Lite spec: overlaid histograms of one property, source vs target, before reframing above after it
+    (the same bins and axes, so a shift along x reads straight down).
 
-    Binned here with numpy: the browser gets 40 bars per trace instead of every image's value, and the y axis
-    is set from the bars (Streamlit's plotly left it at [-1, 4] for faceted histograms: bars were cut off).
+    Binned here with numpy: the browser gets 40 bars per domain and view instead of every image's value. Stacked,
+    not side by side: Streamlit fits only stacked panels to the column's width. Vega-Lite, as every chart of the
+    product: a page's first plotly chart waited for plotly.js to load.
     """
-    from plotly.subplots import make_subplots
-
     label, unit, _ = shift.PROPERTIES[prop]
     values = {(view, dom): long.loc[(long["view"] == view) & (long["domain"] == dom), prop].to_numpy(dtype=float)
               for view in ("before", "after") for dom in ("source", "target")}
     # width / height takes few distinct values (ratios of small whole numbers): fewer bins, no comb of gaps
     edges = _edges(list(values.values()), 24 if prop == "aspect" else 40)
-    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=("before reframing", "after reframing"))
-    top = 0.0
-    for col, view in enumerate(("before", "after"), start=1):
-        for dom in ("source", "target"):
-            v = values[(view, dom)]
-            v = v[np.isfinite(v)]
-            pct = np.histogram(v, edges)[0] / max(len(v), 1) * 100  # of all images, those off the chart too
-            top = max(top, float(pct.max(initial=0)))
-            fig.add_trace(go.Bar(x=centres, y=pct, width=widths, name=DOMAIN_NAMES[dom], opacity=0.6,
-                                 marker=dict(color=DOMAIN_COLOURS[dom], line_width=0), showlegend=False,
-                                 hovertemplate="%{x:.3g}: %{y:.1f} %<extra>" + DOMAIN_NAMES[dom]
-                                 + f", {view}</extra>"), row=1, col=col)
-    fig.update_xaxes(title_text=unit, range=[edges[0], edges[-1]], title_font_size=12)
-    fig.update_yaxes(range=[0, top * 1.08 or 1], ticksuffix=" %")
-    fig.update_yaxes(title_text="% of images", title_font_size=12, col=1)
-    fig.update_annotations(font_size=12)
-    # No legend: at two charts per row on a 1024 px screen it wrapped into the plot; the page says which
-    # colour is which once, above the charts.
-    fig.update_layout(title=dict(text=label, x=0, y=0.97, font=dict(size=15)), height=270, barmode="overlay",
-                      bargap=0, margin=dict(l=10, r=10, t=56, b=10))
-    return fig
+    rows, top = [], 0.0
+    for (view, dom), v in values.items():
+        v = v[np.isfinite(v)]
+        pct = np.histogram(v, edges)[0] / max(len(v), 1) * 100  # of all images, those off the chart too
+        top = max(top, float(pct.max(initial=0)))
+        rows += [{"view": view, "domain": DOMAIN_NAMES[dom], "start": float(a), "end": float(b), "pct": float(p)}
+                 for a, b, p in zip(edges[:-1], edges[1:], pct) if p > 0]
+    colour = {"field": "domain", "type": "nominal", "legend": None,  # the page says once which colour is which
+              "scale": {"domain": list(DOMAIN_NAMES.values()), "range": [DOMAIN_COLOURS[d] for d in DOMAIN_NAMES]}}
+
+    def panel(view: str, last: bool) -> dict:
+        return {
+            "title": {"text": f"{view} reframing", "fontSize": 12, "fontWeight": "normal", "anchor": "start"},
+            "height": 80, "transform": [{"filter": {"field": "view", "equal": view}}],
+            "mark": {"type": "bar", "opacity": 0.6, "binSpacing": 0},
+            "encoding": {
+                "x": {"field": "start", "type": "quantitative", "scale": {"domain": [float(edges[0]),
+                                                                                     float(edges[-1])]},
+                      "title": unit if last else None, "axis": {} if last else {"labels": False, "ticks": False}},
+                "x2": {"field": "end"},
+                "y": {"field": "pct", "type": "quantitative", "stack": None, "title": "% of images",
+                      "scale": {"domain": [0, top * 1.08 or 1]}},
+                "y2": {"datum": 0},  # bars up from 0: with x and x2 alone, Vega-Lite lays them on their side
+                "color": colour,
+                "tooltip": [{"field": "domain"}, {"field": "start", "title": "from", "format": ".3g"},
+                            {"field": "end", "title": "to", "format": ".3g"},
+                            {"field": "pct", "title": "% of images", "format": ".1f"}]}}
+
+    return {"title": {"text": label, "anchor": "start"}, "data": {"values": rows}, "spacing": 14,
+            "vconcat": [panel("before", False), panel("after", True)]}
 
 
 COLOUR_BY = {"domain": "domain", "right or wrong": "result", "digit": "digit"}
 
 
-SYMBOLS = {"source": "circle", "target": "x"}
+SHAPES = {"source": "circle", "target": "cross"}
 
 
-def feature_scatter(table: pd.DataFrame, xy: np.ndarray, colour_by: str, title: str) -> go.Figure:
-    """The 2-D map: one point per image, MNIST as circles and the target as crosses, coloured as asked.
-
-    One legend entry per colour (not per colour and shape: digits would make twenty), plus the two shapes.
-    """
-    d = table.assign(x=xy[:, 0], y=xy[:, 1], result=np.where(table["correct"], "right", "wrong"),
-                     digit=table["label"].astype(str))
+def feature_scatter(table: pd.DataFrame, xy: np.ndarray, colour_by: str, title: str) -> dict:
+    """A Vega-Lite spec of the 2-D map: one point per image, MNIST as circles and the target as crosses,
+    coloured as asked (wrong answers drawn last, so a handful stay visible among a thousand right ones)."""
     column = COLOUR_BY[colour_by]
-    if column == "domain":
-        groups = [(DOMAIN_NAMES[k], DOMAIN_COLOURS[k], d["domain"] == k) for k in DOMAIN_NAMES]
-    elif column == "result":  # wrong answers drawn last, so a handful stay visible among a thousand right ones
-        groups = [("right", "#2ca02c", d["result"] == "right"), ("wrong", "#d62728", d["result"] == "wrong")]
-    else:
-        palette = px.colors.qualitative.T10
-        groups = [(str(k), palette[k % len(palette)], d["label"] == k) for k in range(10)]
-    fig = go.Figure()
-    for name, colour, selected in groups:
-        for dom, symbol in SYMBOLS.items():
-            part = d[selected & (d["domain"] == dom)]
-            if part.empty:
-                continue
-            fig.add_trace(go.Scatter(
-                x=part["x"], y=part["y"], mode="markers", name=name, legendgroup=name,
-                showlegend=not any(t.legendgroup == name for t in fig.data),
-                marker=dict(color=colour, symbol=symbol, size=5, opacity=0.7),
-                customdata=np.stack([part["label"], part["predicted"], part["confidence"] * 100], axis=1),
-                hovertemplate=f"{DOMAIN_NAMES[dom]}<br>true %{{customdata[0]}}, predicted %{{customdata[1]}} "
-                              "(%{customdata[2]:.0f} %)<extra></extra>"))
-    if column != "domain":  # the shapes' key
-        for dom, symbol in SYMBOLS.items():
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=DOMAIN_NAMES[dom],
-                                       marker=dict(color="#777", symbol=symbol, size=7), hoverinfo="skip"))
-    fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=440,
-                      margin=dict(l=10, r=10, t=70, b=10), xaxis_title="", yaxis_title="",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0,
-                                  itemsizing="constant", font=dict(size=11)))
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    return fig
+    d = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "domain": table["domain"].map(DOMAIN_NAMES),
+                      "result": np.where(table["correct"], "right", "wrong"), "digit": table["label"].astype(str),
+                      "predicted": table["predicted"], "confidence": table["confidence"].astype(float)})
+    if column == "result":
+        d = d.sort_values("result", kind="stable")
+    scales = {"domain": {"domain": list(DOMAIN_NAMES.values()), "range": [DOMAIN_COLOURS[k] for k in DOMAIN_NAMES]},
+              "result": {"domain": ["right", "wrong"], "range": ["#2ca02c", "#d62728"]},
+              "digit": {"domain": [str(k) for k in range(10)], "scheme": "tableau10"}}
+    hidden = {"labels": False, "ticks": False, "title": None, "grid": False}  # the map's axes have no units
+    return {
+        "title": {"text": title, "anchor": "start"}, "height": 380, "data": {"values": d.to_dict("records")},
+        "mark": {"type": "point", "filled": True, "size": 22, "opacity": 0.7},
+        "encoding": {
+            "x": {"field": "x", "type": "quantitative", "axis": hidden, "scale": {"zero": False}},
+            "y": {"field": "y", "type": "quantitative", "axis": hidden, "scale": {"zero": False}},
+            "color": {"field": column, "type": "nominal", "scale": scales[column], "title": None,
+                      "legend": {"orient": "top", "columns": 5 if column == "digit" else 2}},
+            "shape": {"field": "domain", "type": "nominal", "title": None, "legend": {"orient": "top"},
+                      "scale": {"domain": list(DOMAIN_NAMES.values()), "range": [SHAPES[k] for k in DOMAIN_NAMES]}},
+            "tooltip": [{"field": "domain"}, {"field": "digit", "title": "true"}, {"field": "predicted"},
+                        {"field": "confidence", "format": ".0%"}],
+        },
+    }
 
 
 def newest_adaptation(target_name: str, method: str) -> dict | None:
