@@ -141,9 +141,10 @@ def compare() -> None:
     points, spec = view.curves_chart(histories, runs, labels, x_axis=x_axis, log_x=log_x, smoothing=smoothing,
                                      validation_only=show == "validation only")
     st.vega_lite_chart(points, spec, width="stretch", key="curves")
-    st.caption("One colour per run; solid: training, dashed: validation; open diamonds and [ref]: published "
+    st.caption("One colour per run; solid: training, dashed: validation; diamonds and [ref]: published "
                "reference runs (their own data sets). A click on a run in the legend singles it out (Shift+click "
-               "adds or removes one; with none left, all show); drag to pan, Shift+wheel to zoom. Reference runs "
+               "adds or removes one; with none left, all show); drag the accuracy panel to pan, Shift+wheel over "
+               "it to zoom (the loss panel follows). Reference runs "
                "that logged no validation show training only; wall time sums each run's seconds per epoch, on the "
                "machine it ran on (runs that logged no time are left out of it)."
                + (" Curves of runs in training update every two seconds." if training_now else ""))
@@ -240,11 +241,11 @@ if plans:
                        "test set: " + md_escape(cmp["run"]["test_set"] or "not recorded") + ").")
         for warning in cmp["warnings"]:
             st.warning(md_escape(warning))
-        if cmp["metrics"]:
-            points, spec = view.comparison_chart(cmp)
+        points, spec = view.comparison_chart(cmp)
+        if not points.empty:
             st.vega_lite_chart(points, spec, width="stretch", key="reproduction_curves")
-            st.caption("Published: open diamonds; ours: circles; training solid, validation dashed. Only what "
-                       "both runs logged is drawn.")
+            st.caption("Published: diamonds; ours: dots; training solid, validation dashed. Only what both runs "
+                       "logged is drawn. Drag the lower panel to pan, Shift+wheel over it to zoom.")
         else:
             st.info("The two runs logged no metric in common: nothing to draw on the same axes.")
         if cmp["differences"]:

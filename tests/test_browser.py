@@ -284,9 +284,13 @@ def test_run_curves_show_their_whole_legend_and_a_click_singles_a_run_out(server
         _settle(page)
         assert labels.count() >= 4  # the shipped runs and the published CNN, then train and validation
         chart.scroll_into_view_if_needed()
+        area = chart.bounding_box()
+        column = page.get_by_test_id("stMultiSelect").first.bounding_box()  # the overlay chooser, above it
+        assert area["x"] + area["width"] <= column["x"] + column["width"] + 1  # the plots fit their column
         for i in range(labels.count()):
-            box = labels.nth(i).bounding_box()
-            assert box and box["width"] > 0 and box["x"] + box["width"] <= size[0], labels.nth(i).text_content()
+            box = labels.nth(i).bounding_box()  # every legend label inside the chart, none cut at its edge
+            assert box and box["width"] > 0 and box["x"] + box["width"] <= area["x"] + area["width"], \
+                labels.nth(i).text_content()
         opacity = "e => getComputedStyle(e).opacity"
         labels.nth(1).click()
         page.wait_for_function("(e) => getComputedStyle(e).opacity < 1", arg=labels.nth(0).element_handle(),

@@ -8,7 +8,6 @@ import os
 import re
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -62,14 +61,14 @@ class Chart:
 
     def names(self) -> list[str]:
         """The series in the legend, in its order."""
-        return self.spec["vconcat"][0]["layer"][0]["encoding"]["color"]["scale"]["domain"]
+        return self.spec["vconcat"][0]["encoding"]["color"]["scale"]["domain"]
 
     def colors(self) -> dict[str, str]:
-        scale = self.spec["vconcat"][0]["layer"][0]["encoding"]["color"]["scale"]
+        scale = self.spec["vconcat"][0]["encoding"]["color"]["scale"]
         return dict(zip(scale["domain"], scale["range"]))
 
-    def x_scale(self) -> dict:
-        return self.spec["vconcat"][0]["encoding"]["x"]
+    def x_encoding(self) -> dict:
+        return self.spec["vconcat"][-1]["encoding"]["x"]
 
 
 def charts(at) -> list[Chart]:
@@ -86,10 +85,6 @@ def figure(at) -> Chart:
 def overlay(at):
     """The "Runs to overlay" multiselect (its key changes when runs join or leave the overlay)."""
     return next(m for m in at.multiselect if m.label == "Runs to overlay")
-
-
-def legend_names(fig: Chart) -> list[str]:
-    return fig.names()
 
 
 def texts(at) -> str:
@@ -136,10 +131,10 @@ def test_cancelled_and_failed_runs_are_marked_and_not_overlaid_by_default():
     chosen = overlay(at)
     assert "a-done" in chosen.value and not {"b-cancelled", "c-failed"} & set(chosen.value)
     assert "stopped run [cancelled]" in chosen.options and "broken run [failed]" in chosen.options
-    names = " ".join(legend_names(figure(at)))
+    names = " ".join(figure(at).names())
     assert "finished run" in names and "stopped run" not in names and "broken run" not in names
     chosen.select("b-cancelled").run()  # still there to overlay on request
-    assert "stopped run" in " ".join(legend_names(figure(at)))
+    assert "stopped run" in " ".join(figure(at).names())
 
 
 def test_a_new_run_joins_the_table_and_the_overlay_on_the_next_rerun():
@@ -176,28 +171,37 @@ def test_curves_mark_reference_runs_and_keep_the_legend_outside_the_plot():
     panels = fig.spec["vconcat"]
     assert [p["transform"][0]["filter"]["equal"] for p in panels] == ["loss", "accuracy"]  # one x axis, shared
     assert fig.spec["resolve"]["scale"]["x"] == "shared"
-    legend = panels[0]["layer"][0]["encoding"]["color"]["legend"]
-    assert legend["orient"] == "bottom"  # under the plots, never over a curve or the axis title
+    encoding = panels[0]["encoding"]
+    assert encoding["color"]["legend"]["orient"] == "bottom"  # under the plots, never over a curve or a title
     ref = fig.rows[fig.rows["published"]]
     own = fig.rows[~fig.rows["published"]]
     assert not ref.empty and not own.empty and ref["name"].str.startswith("[ref] ").all()
-    layers = panels[0]["layer"]  # ours dotted, published open diamonds, drawn from the rows' flag
-    published = next(m for m in layers if m.get("transform") == [{"filter": "datum.published"}])["mark"]
-    ours = next(m for m in layers if m.get("transform") == [{"filter": "!datum.published"}])["mark"]
-    assert published["shape"] == "diamond" and not published["filled"] and ours["filled"]
-    dashes = layers[0]["encoding"]["strokeDash"]["scale"]
+    shape = encoding["shape"]  # published runs' points are diamonds, ours dots, drawn from the rows' flag
+    assert shape["field"] == "published" and dict(zip(shape["scale"]["domain"], shape["scale"]["range"])) == {
+        False: "circle", True: "diamond"}
+    dashes = encoding["strokeDash"]["scale"]
     assert dashes["domain"] == ["train", "validation"] and dashes["range"][0] == [1, 0]  # train solid, val dashed
+    # one zoom, on the last panel: the shared x scale follows one selection (with one per panel, only the last)
+    zooms = [p["name"] for panel in panels for p in panel["params"] if p.get("bind") == "scales"]
+    assert zooms == ["zoom"] and panels[-1]["params"][-1]["name"] == "zoom"
     assert set(fig.rows["part"]) == {"train", "validation"}
 
 
 def test_wall_time_is_on_a_log_scale_by_default():
+    w = own_run("zero-time", title="instant first epoch", epochs=0)
+    for e, seconds in ((1, 0), (2, 3)):  # the first epoch logged 0 s: its wall time is 0
+        w.append_epoch({"epoch": e, "loss": 1 / e, "accuracy": 0.5, "val_loss": 1 / e, "val_accuracy": 0.5,
+                        "seconds": seconds})
+    own_run("untimed", title="no time logged", epochs=0).append_epoch({"epoch": 1, "loss": 1, "accuracy": 0.5})
     at = page()
+    overlay(at).set_value(["zero-time", "untimed"]).run()
     at.radio(key="x_axis").set_value("wall time (s)").run()
     fig = figure(at)
-    assert fig.x_scale()["scale"]["type"] == "log" and "log scale" in fig.x_scale()["title"]
-    assert (fig.rows["x"] > 0).all()  # a log axis has no place for 0
+    assert fig.x_encoding()["scale"]["type"] == "log" and "log scale" in fig.x_encoding()["title"]
+    assert (fig.rows["x"] > 0).all() and len(fig.rows) > 0  # a log axis has no place for 0: a 0 would blank it
+    assert fig.names() == ["instant first epoch"]  # a run with nothing to draw is not in the legend either
     at.toggle(key="log_x").set_value(False).run()
-    assert figure(at).x_scale()["scale"]["type"] == "linear"
+    assert figure(at).x_encoding()["scale"]["type"] == "linear"
 
 
 def test_ten_runs_get_ten_distinct_colours_one_per_run():
@@ -232,7 +236,7 @@ def test_titles_in_the_legend_are_shown_as_typed_and_long_ones_wrap():
     own_run("h", title=HOSTILE)
     at = page()
     overlay(at).set_value(["h"]).run()
-    name = legend_names(figure(at))[0]
+    name = figure(at).names()[0]
     assert name.replace("\n", " ") == HOSTILE  # Vega draws text, never markup: nothing escaped, nothing lost
     wrapped = runs_view.legend_label("a " * 40)
     assert wrapped.count("\n") >= 2 and max(map(len, wrapped.split("\n"))) <= runs_view.LEGEND_WRAP

@@ -1,12 +1,17 @@
 """Small renderers shared by pages: stage strips, framed thumbnails, charts and counted words."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 import streamlit as st
 
 from core.images import thumbnail
 from core.reframing import Reframed, Stage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Around every thumbnail: a dark frame, so a white stage (pad, margin) shows its extent on a white page.
 FRAME_VALUE = 0.3
@@ -108,7 +113,7 @@ def count_bars(counts: dict[int, int], height: int = 220) -> dict:
 STRATEGY_COLOURS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "scratch": "#7f7f7f"}
 
 
-def learning_curve(summary, column: str = "mean", *, title: str, baseline: float, baseline_label: str = "zero-shot",
+def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, baseline: float, baseline_label: str = "zero-shot",
                    spread: str | None = "std", height: int = 360) -> dict:
     """A Vega-Lite spec of a few-shot adaptation's summary (core.adaptation: one row per strategy and shots):
     `column` against labelled images per class (log x, a tick at each k), one line per strategy, a band of

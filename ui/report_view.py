@@ -466,7 +466,9 @@ def automation_view(ctx: Context) -> None:
                "them drops. The threshold is chosen on these same images: confirm it on new labelled ones.")
     st.vega_lite_chart(coverage_chart(s), key="coverage_chart", width="stretch")
     st.caption("Line: accuracy on the images accepted at each threshold (hover for the threshold); band: its 95 % "
-               "interval; dashed: the target; red dot: the threshold chosen, the lowest that keeps the target.")
+               "interval; dashed: the target"
+               + ("; red dot: the threshold chosen, the lowest that keeps the target." if s["automation"].get(
+                   "threshold") is not None else ". No threshold keeps the target: no point is chosen."))
     st.markdown("**Per predicted digit** (what a pipeline knows when it decides)")
     table = report.automation_frame(s["automation_per_digit"])
     st.table(automation_table(table))  # ten rows: a static table, laid out at once and fitting 1024 px

@@ -137,15 +137,18 @@ def legend_label(label: str, width: int = LEGEND_WRAP) -> str:
     return "\n".join(textwrap.wrap(label, width, break_long_words=True, break_on_hyphens=False) or [label])
 
 
-def curves_spec(series: list[str], colors: list[str], x_title: str, *, metrics=("loss", "accuracy"),
-                log_x: bool = False, integer_x: bool = True, legend_title: str = "runs") -> dict:
+def curves_spec(series: list[str], colors: list[str], x_title: str, *, metrics: tuple[str, ...] | list[str] =
+                ("loss", "accuracy"), log_x: bool = False, integer_x: bool = True, legend_title: str = "runs") -> dict:
     """A Vega-Lite spec of curves in long form (columns series, name, published, metric, part, x, y): one panel
     per metric (loss above accuracy) sharing the x axis, one colour per series in the order given, train solid
-    and validation dashed, published curves with open diamonds, ours with dots; the legend under the plots
-    (a click singles a series out, Shift+click adds or removes one); drag to pan, Shift+wheel to zoom along x.
+    and validation dashed, published curves with diamonds, ours with dots; the legend under the plots (a click
+    singles a series out, Shift+click adds or removes one); drag the last panel to pan, Shift+wheel over it to
+    zoom along x (the others follow).
 
     Vega-Lite, not plotly: plotly.js was about 1.5 s of this page's first visit in a new tab (the page with and
-    without its chart: 2.32-4.45 s against 1.50-2.11 s, five fresh servers each)."""
+    without its chart: 2.32-4.45 s against 1.50-2.11 s, five fresh servers each). Each panel is one line mark
+    with its points, not a layer: Streamlit fits a vconcat of plain views to the column, while a vconcat of
+    layers got the column's width for its plots alone and overflowed by the width of the y axis."""
     x = {"field": "x", "type": "quantitative", "title": x_title,
          "scale": {"type": "log" if log_x else "linear", "zero": False, "nice": False, "padding": 10},
          "axis": {"tickMinStep": 1, "format": "d"} if integer_x and not log_x else {}}
@@ -157,34 +160,35 @@ def curves_spec(series: list[str], colors: list[str], x_title: str, *, metrics=(
     tooltip = [{"field": "name", "title": legend_title[:-1] if legend_title.endswith("s") else legend_title},
                {"field": "part"}, {"field": "metric"}, {"field": "x", "title": x_title, "format": ",.4~f"},
                {"field": "y", "title": "value", "format": ".4f"}]
-    fade = {"condition": {"param": "pick", "value": 1}, "value": 0.12}
+    last = len(metrics) - 1
 
     def panel(k: int, metric: str) -> dict:
-        points = {"x": x, "y": {"field": "y", "type": "quantitative"}, "color": color, "opacity": fade,
-                  "tooltip": tooltip}
-        # the wheel zooms only with Shift held: a plain wheel over the chart scrolls the page, as everywhere else
-        params = [{"name": f"zoom_{k}", "bind": "scales",
-                   "select": {"type": "interval", "encodings": ["x"], "zoom": "wheel![event.shiftKey]"}}]
+        params = []
         if k == 0:  # one legend, shared by the panels: its selection is declared once
             params.append({"name": "pick", "select": {"type": "point", "fields": ["series"]}, "bind": "legend"})
+        if k == last:
+            # One zoom for the shared x scale: with one per panel, the scale followed only the last one. The
+            # wheel zooms only with Shift held: a plain wheel over the chart scrolls the page, as everywhere else.
+            params.append({"name": "zoom", "bind": "scales",
+                           "select": {"type": "interval", "encodings": ["x"], "zoom": "wheel![event.shiftKey]"}})
         return {
-            "height": PANEL_HEIGHT,
+            "height": PANEL_HEIGHT, "params": params,
             "transform": [{"filter": {"field": "metric", "equal": metric}}],
-            # the x axis once, under the last panel
-            "encoding": {"x": x | ({} if k == len(metrics) - 1 else {"axis": {"title": None, "labels": False,
-                                                                               "ticks": False, "domain": False}}),
-                         "y": {"field": "y", "type": "quantitative", "title": metric, "scale": {"zero": False}}},
-            "layer": [
-                {"params": params, "mark": {"type": "line", "strokeWidth": 2},
-                 "encoding": {"color": color, "opacity": fade, "detail": {"field": "part"},
-                              "strokeDash": {"field": "part", "type": "nominal", "title": "curve",
-                                             "scale": {"domain": list(DASHES), "range": list(DASHES.values())},
-                                             "legend": {"orient": "bottom", "direction": "vertical"}}}},
-                {"transform": [{"filter": "!datum.published"}], "mark": {"type": "point", "filled": True, "size": 25},
-                 "encoding": points},
-                {"transform": [{"filter": "datum.published"}],
-                 "mark": {"type": "point", "shape": "diamond", "filled": False, "size": 50}, "encoding": points},
-            ],
+            "mark": {"type": "line", "strokeWidth": 2, "point": {"filled": True, "size": 30}},
+            "encoding": {
+                # the x axis once, under the last panel
+                "x": x if k == last else x | {"axis": {"title": None, "labels": False, "ticks": False,
+                                                       "domain": False}},
+                "y": {"field": "y", "type": "quantitative", "title": metric, "scale": {"zero": False}},
+                "color": color, "detail": {"field": "part"}, "tooltip": tooltip,
+                "opacity": {"condition": {"param": "pick", "value": 1}, "value": 0.12},
+                "strokeDash": {"field": "part", "type": "nominal", "title": "curve",
+                               "scale": {"domain": list(DASHES), "range": list(DASHES.values())},
+                               # above the plots: beside the runs' legend it was cut at the chart's edge
+                               "legend": {"orient": "top", "direction": "horizontal", "symbolType": "stroke"}},
+                "shape": {"field": "published", "type": "nominal", "legend": None,
+                          "scale": {"domain": [False, True], "range": ["circle", "diamond"]}},
+            },
         }
 
     return {"vconcat": [panel(k, m) for k, m in enumerate(metrics)], "resolve": {"scale": {"x": "shared"}},
@@ -224,13 +228,19 @@ def curve_rows(histories: dict[str, pd.DataFrame], runs: dict[str, RunInfo], lab
 def curves_chart(histories: dict[str, pd.DataFrame], runs: dict[str, RunInfo], labels: dict[str, str], *,
                  x_axis: str = "epoch", log_x: bool = False, smoothing: float = 0.0,
                  validation_only: bool = False) -> tuple[pd.DataFrame, dict]:
-    """The overlay of the chosen runs: its points and its Vega-Lite spec (one colour per run, in the order
-    chosen; log x only for wall time)."""
+    """The overlay of the chosen runs: its points and its Vega-Lite spec (one colour per run, kept by its place
+    in the order chosen; log x only for wall time). A run with nothing to draw (no history, no logged time on the
+    wall-time axis) is left out of the legend too."""
     rows = curve_rows(histories, runs, labels, x_axis=x_axis, smoothing=smoothing, validation_only=validation_only)
-    series = [legend_label(overlay_name(runs[i], labels[i])) for i in histories]
     wall_log = log_x and x_axis != "epoch"
-    spec = curves_spec(series, [PALETTE[k % len(PALETTE)] for k in range(len(series))],
-                       x_axis + (", log scale" if wall_log else ""), log_x=wall_log, integer_x=x_axis == "epoch")
+    if wall_log:
+        rows = rows[rows["x"] > 0].reset_index(drop=True)  # a log axis has no place for 0: one would blank it
+    drawn = set(rows["series"])
+    named = [(legend_label(overlay_name(runs[i], labels[i])), PALETTE[k % len(PALETTE)])
+             for k, i in enumerate(histories)]
+    named = [(name, colour) for name, colour in named if name in drawn]
+    spec = curves_spec([n for n, _ in named], [c for _, c in named], x_axis + (", log scale" if wall_log else ""),
+                       log_x=wall_log, integer_x=x_axis == "epoch")
     return rows, spec
 
 

@@ -161,8 +161,9 @@ def newest_adaptation(target_name: str, method: str) -> dict | None:
 
 
 def adaptation_summary(result: dict) -> pd.DataFrame:
-    """A saved adaptation's summary (one row per strategy and shots), for ui.render.learning_curve."""
-    return pd.DataFrame(result["summary"]).sort_values(["strategy", "shots"])
+    """A saved adaptation's summary (one row per strategy and shots, in the order saved, as on the Adapt page),
+    for ui.render.learning_curve."""
+    return pd.DataFrame(result["summary"])
 
 
 def adaptation_sentence(result: dict) -> str:

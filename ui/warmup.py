@@ -3,7 +3,8 @@
 Why: on a fresh server the first prediction waited ~5 s after the stroke (issue 8) for `import tensorflow`,
 loading the model and tracing its tf.function. app.py calls `start()` on every page load; the first call starts
 a core.model_process child and has it load the shipped model and make its first call, so drawing never waits
-for them once the child is ready (about 5 s after the first page here). `ui.cache.predictor()` then hands out
+for them once the child is ready (about 5 s after it launches here: once no page has loaded for START_DELAY_S,
+or at once for the Draw page or a page that waits for a model). `ui.cache.predictor()` then hands out
 RemotePredictors of that child, for the shipped model and any other model file (each loaded once, there).
 
 A child process, not a thread of the server: importing TensorFlow holds Python's GIL, and in a thread it made
@@ -47,7 +48,7 @@ WAIT_LIMIT_S = 300.0
 START_DELAY_S = 3.0
 
 _lock = threading.Lock()
-_wanted = threading.Event()  # a page waits for the warm-up: the child starts without its START_DELAY_S
+_wanted = threading.Event()  # a page waits for the warm-up, or will soon: the child starts without START_DELAY_S
 _state: dict = {"state": IDLE, "process": None, "shipped": None, "error": None, "seconds": {}}
 _last_page = [0.0]  # time.monotonic() of the latest page load (start() call)
 _models: dict[str, Future] = {}  # model file (resolved) -> future RemotePredictor, in the current child
