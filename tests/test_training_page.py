@@ -615,7 +615,7 @@ def test_a_reproduction_is_overlaid_on_the_published_curve_with_the_accuracy_dif
     panels = [p["transform"][0]["filter"]["equal"] for p in fig.spec["vconcat"]]
     assert panels == ["loss", "accuracy"] and fig.spec["resolve"]["scale"]["x"] == "shared"
     published, ours = rows[rows["series"] == "published"], rows[rows["series"] == "ours"]
-    assert published["published"].all() and not ours["published"].any()  # drawn as open diamonds, ours as dots
+    assert published["published"].all() and not ours["published"].any()  # drawn as diamonds, ours as dots
     per_metric = lambda r: sorted(r.groupby("metric").size().items())  # noqa: E731
     assert per_metric(published) == [("accuracy", 10), ("loss", 10)] and per_metric(ours) == [("accuracy", 3),
                                                                                              ("loss", 3)]

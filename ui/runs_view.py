@@ -290,7 +290,7 @@ def job_signature(listed) -> tuple:
 
 
 #: The comparison of a published run and its reproduction: one colour per source, the markers of the overlay
-#: above (open diamonds: published), train solid and validation dashed.
+#: above (diamonds: published), train solid and validation dashed.
 COMPARISON_SOURCES = {"published": ("published", PALETTE[1]), "reproduction": ("ours", PALETTE[0])}
 
 
