@@ -113,8 +113,8 @@ def count_bars(counts: dict[int, int], height: int = 220) -> dict:
 STRATEGY_COLOURS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "scratch": "#7f7f7f"}
 
 
-def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, baseline: float, baseline_label: str = "zero-shot",
-                   spread: str | None = "std", height: int = 360) -> dict:
+def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, baseline: float,
+                   baseline_label: str = "zero-shot", spread: str | None = "std", height: int = 360) -> dict:
     """A Vega-Lite spec of a few-shot adaptation's summary (core.adaptation: one row per strategy and shots):
     `column` against labelled images per class (log x, a tick at each k), one line per strategy, a band of
     +- `spread` when given, and the baseline dashed (zero-shot, before any adaptation)."""
