@@ -90,7 +90,8 @@ with st.expander("How each property is measured"):
                 "size: resizing invents levels the scan never had.")
 
 st.subheader("Distributions, before and after reframing")
-st.caption("**Blue**: MNIST (source). **Orange**: the target. Share of each domain's images per bin; both views of "
+st.caption("**Blue**: MNIST (source). **Orange**: the target (brown where the two overlap). Share of each domain's "
+           "images per bin; both views of "
            "a property share bins and axes. The axes leave off at most the most extreme 0.5 % of each domain on "
            "either side.")
 long = result.long_table()
@@ -143,8 +144,9 @@ else:
 st.subheader("What labelled target digits would buy")
 adapted = shift_view.newest_adaptation(dataset.name, method)
 if adapted is None:
-    st.caption("No few-shot adaptation has been saved for this data set yet. Run one in the background, e.g. "
-               f"`python -m core adapt --target {source if source != 'upload' else 'PATH.zip'} --background`; "
+    st.caption("No few-shot adaptation has been saved for this data set yet. Run one on the Few-shot adaptation "
+               f"page, or in the background: `python -m core adapt --target "
+               f"{source if source != 'upload' else 'PATH.zip'} --background`; "
                "its learning curve then appears here: what reframing cannot close, a few labels per class can.")
 else:
     try:

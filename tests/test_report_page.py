@@ -210,7 +210,7 @@ def test_automation_view_follows_the_target_accuracy():
     spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)  # Vega-Lite: no plotly.js to load for this view
     rule = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule")
     assert rule["data"]["values"][0]["target"] == pytest.approx(0.99)
-    point = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")["data"]["values"][0]
+    point = next(layer for layer in spec["layer"] if layer["mark"].get("color") == "#d62728")["data"]["values"][0]
     assert 0 < point["coverage"] <= 1 and point["accuracy"] >= 0.99  # the automation point keeps the target
     table = at.table[0].value
     assert list(table["predicted digit"]) == list(range(10))

@@ -411,18 +411,23 @@ def coverage_chart(summary: dict) -> dict:
     # from the curve and the target, not the band (a few accepted images have a band down to 60 %)
     y_min = max(0.0, math.floor((min([r["accuracy"] for r in rows] + [a["target_accuracy"]]) - 0.01) * 20) / 20)
     x = {"field": "coverage", "type": "quantitative", "title": "coverage: share of images accepted",
-         "scale": {"domain": [0, 1.02]}, "axis": {"format": ".0%"}}
+         "scale": {"domain": [0, 1.02], "nice": False}, "axis": {"format": ".0%", "tickCount": 10}}  # nice: to 110 %
     y = {"type": "quantitative", "title": "accuracy on accepted images", "scale": {"domain": [y_min, 1.005]},
          "axis": {"format": ".0%"}}
     target = {"values": [{"target": a["target_accuracy"], "label": f"target {report.pct(a['target_accuracy'])}"}]}
     layers = [
-        {"mark": {"type": "area", "opacity": 0.2, "color": "#1f77b4", "clip": True},
+        # the band answers no hover (it lies under most of the plot): the points of the curve do
+        {"mark": {"type": "area", "opacity": 0.2, "color": "#1f77b4", "clip": True, "tooltip": False},
          "encoding": {"x": x, "y": {"field": "low", **y}, "y2": {"field": "high"}}},
-        {"mark": {"type": "line", "color": "#1f77b4", "clip": True},
+        {"mark": {"type": "line", "color": "#1f77b4", "clip": True, "tooltip": False},
+         "encoding": {"x": x, "y": {"field": "accuracy", **y}}},
+        {"mark": {"type": "point", "size": 120, "opacity": 0, "clip": True},  # invisible, wide hover targets
          "encoding": {"x": x, "y": {"field": "accuracy", **y},
                       "tooltip": [{"field": "threshold", "format": ".2f"},
                                   {"field": "coverage", "title": "accepted", "format": ".1%"},
-                                  {"field": "accuracy", "format": ".2%"}]}},
+                                  {"field": "accuracy", "title": "accuracy on them", "format": ".2%"},
+                                  {"field": "low", "title": "95 % CI from", "format": ".1%"},
+                                  {"field": "high", "title": "to", "format": ".1%"}]}},
         {"data": target, "mark": {"type": "rule", "strokeDash": [6, 4], "color": "#555"},
          "encoding": {"y": {"field": "target", **y}}},
         {"data": target, "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": 4,
@@ -500,6 +505,12 @@ def compare(ctx: Context) -> dict[str, Evaluation]:
     return out
 
 
+def method_colours(comp: pd.DataFrame) -> dict:
+    """The colour encoding of the methods, the same in both charts of the Methods view (tab10, in their order)."""
+    return {"field": "method", "type": "nominal", "sort": None, "legend": None,
+            "scale": {"domain": list(comp["method"]), "range": list(svg.PALETTE[:len(comp)])}}
+
+
 def methods_accuracy_chart(comp: pd.DataFrame) -> dict:
     """A Vega-Lite spec: each method's accuracy as a bar, labelled, with its 95 % interval."""
     rows = [{"method": r["method"], "accuracy": float(r["accuracy"]), "low": float(r["accuracy_low"]),
@@ -509,8 +520,8 @@ def methods_accuracy_chart(comp: pd.DataFrame) -> dict:
     return {
         "title": "Accuracy (95 % interval)", "height": 320, "data": {"values": rows},
         "layer": [
-            {"mark": {"type": "bar", "color": "#4c78a8"},
-             "encoding": {"x": x, "y": {"field": "accuracy", **y},
+            {"mark": {"type": "bar"},
+             "encoding": {"x": x, "y": {"field": "accuracy", **y}, "color": method_colours(comp),
                           "tooltip": [{"field": "method"}, {"field": "accuracy", "format": ".2%"},
                                       {"field": "low", "title": "95 % CI from", "format": ".2%"},
                                       {"field": "high", "title": "to", "format": ".2%"}]}},
@@ -534,8 +545,7 @@ def methods_recall_chart(comp: pd.DataFrame) -> dict:
             "xOffset": {"field": "method", "sort": None},
             "y": {"field": "recall", "type": "quantitative", "scale": {"domain": [0, 1.05]},
                   "axis": {"format": ".0%"}},
-            "color": {"field": "method", "type": "nominal", "sort": None, "legend": {"orient": "top"},
-                      "scale": {"domain": list(comp["method"]), "range": list(svg.PALETTE[:len(comp)])}},
+            "color": method_colours(comp) | {"legend": {"orient": "top"}},
             "tooltip": [{"field": "method"}, {"field": "digit"}, {"field": "recall", "format": ".1%"}],
         },
     }
@@ -547,8 +557,8 @@ def methods_view(ctx: Context) -> None:
     comp = report.comparison_frame(compare(ctx))
     st.vega_lite_chart(methods_accuracy_chart(comp), key="acc_methods", width="stretch")
     st.vega_lite_chart(methods_recall_chart(comp), key="recall_methods", width="stretch")
-    st.caption("`naive` keeps dark ink on white: the model answers one or two digits for nearly everything, so "
-               "their recall is high and every other digit's is near zero.")
+    st.caption("`naive` keeps dark ink on white, which the MNIST model never saw: most images get the same one or "
+               "two answers, so the recall of most digits collapses (see its confusion matrix for which answers).")
     csv_download("Download comparison (CSV)", comp, f"methods-{ctx.ev.target}.csv", "dl_methods")
 
 

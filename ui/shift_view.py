@@ -139,7 +139,8 @@ def feature_scatter(table: pd.DataFrame, xy: np.ndarray, colour_by: str, title: 
             "y": {"field": "y", "type": "quantitative", "axis": hidden, "scale": {"zero": False}},
             "color": {"field": column, "type": "nominal", "scale": scales[column], "title": None,
                       "legend": {"orient": "top", "columns": 5 if column == "digit" else 2}},
-            "shape": {"field": "domain", "type": "nominal", "title": None, "legend": {"orient": "top"},
+            # under the map: beside the colours' legend at its top, the shapes' was cut in half a 1024-px page
+            "shape": {"field": "domain", "type": "nominal", "title": None, "legend": {"orient": "bottom"},
                       "scale": {"domain": list(DOMAIN_NAMES.values()), "range": [SHAPES[k] for k in DOMAIN_NAMES]}},
             "tooltip": [{"field": "domain"}, {"field": "digit", "title": "true"}, {"field": "predicted"},
                         {"field": "confidence", "format": ".0%"}],
