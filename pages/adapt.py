@@ -37,6 +37,9 @@ with st.expander("The three strategies", expanded=False):
 TARGETS = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "MNIST test set (source domain)",
            "collected": "my drawn digits", "upload": "upload a .zip"}
 
+#: The k a user can pick (the default is core.adaptation.DEFAULT_SHOTS).
+SHOT_CHOICES = [1, 2, 5, 10, 20, 50, 100]
+
 st.subheader("Run an adaptation")
 if read_only():
     st.info(read_only_note("queueing adaptation jobs is turned off; saved results are shown below"))
@@ -51,7 +54,7 @@ else:
         upload = st.file_uploader("A .zip of images in folders 0..9", type=["zip"], key="adapt_zip")
     with st.form("adapt_form"):
         # Full width: at 1024 px a half-width picker hides its last values (a teacher must see what is queued).
-        shots = st.multiselect("Labelled images per class (k)", [1, 2, 5, 10, 20, 50, 100],
+        shots = st.multiselect("Labelled images per class (k)", SHOT_CHOICES,
                               default=list(adaptation.DEFAULT_SHOTS), key="adapt_shots",
                               help="Values the target set cannot give (too few images in a class) are skipped.")
         strategies = st.multiselect("Strategies", adaptation.STRATEGIES, default=list(adaptation.STRATEGIES),
@@ -60,9 +63,9 @@ else:
         seeds = a.slider("Seeds per (strategy, k)", 1, 5, 3, key="adapt_seeds")
         test_fraction = b.slider("Share kept for testing", 0.2, 0.8, 0.5, 0.05, key="adapt_test_fraction")
         keep = c.multiselect("Keep as runs (seed 0)", [f"{s}:{k}" for s in adaptation.STRATEGIES
-                                                         for k in adaptation.DEFAULT_SHOTS],
+                                                         for k in SHOT_CHOICES],
                              key="adapt_keep", help="Kept models appear among the runs and can be used on every "
-                                                    "page.")
+                                                    "page. Each must be among the strategies and k chosen.")
         submitted = st.form_submit_button("Queue adaptation", type="primary")
     if submitted:
         try:
@@ -76,6 +79,13 @@ else:
                 spec = target
             if not shots or not strategies:
                 raise DigitLabError("Choose at least one k and one strategy.")
+            # A form cannot narrow "Keep as runs" to the k and strategies chosen above it: checked on submit.
+            stray = [item for item in keep if item.split(":")[0] not in strategies
+                     or int(item.split(":")[1]) not in shots]
+            if stray:
+                raise DigitLabError(f"Keep as runs: {', '.join(stray)} {'is' if len(stray) == 1 else 'are'} not "
+                                    "among the chosen strategies and k; choose them too, or leave them out of the "
+                                    "models to keep.")
             job = jobs.submit_adaptation(
                 {"target": spec, "model": model or None, "shots": sorted(shots), "strategies": list(strategies),
                  "seeds": int(seeds), "test_fraction": float(test_fraction), "reframing": "paper",

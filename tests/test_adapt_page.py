@@ -42,6 +42,20 @@ def test_the_page_queues_an_adaptation_job(monkeypatch):
     assert "Job 1 · queued" in " ".join(t.value for t in at.text)
 
 
+def test_a_model_to_keep_must_be_among_the_chosen_strategies_and_k(monkeypatch):
+    monkeypatch.setattr(jobs, "ensure_worker", lambda: None)
+    at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
+    at.multiselect(key="adapt_shots").set_value([1, 5])
+    at.multiselect(key="adapt_strategies").set_value(["last-layer"])
+    at.multiselect(key="adapt_keep").set_value(["fine-tune:5", "last-layer:100"])
+    at.button[0].click().run()
+    assert not at.exception and "fine-tune:5, last-layer:100 are not among the chosen" in at.error[0].value
+    assert not [j for j in jobs.list_jobs() if j.what == "adaptation"]  # nothing queued
+    at.multiselect(key="adapt_keep").set_value(["last-layer:5"])
+    at.button[0].click().run()
+    assert not at.error and [j.config["keep"] for j in jobs.list_jobs()] == [[["last-layer", 5]]]
+
+
 def test_the_page_shows_a_saved_learning_curve():
     saved_result()
     at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
