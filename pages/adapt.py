@@ -79,9 +79,9 @@ else:
                 spec = target
             if not shots or not strategies:
                 raise DigitLabError("Choose at least one k and one strategy.")
+            kept = [(s, int(k)) for s, k in (item.split(":") for item in keep)]
             # A form cannot narrow "Keep as runs" to the k and strategies chosen above it: checked on submit.
-            stray = [item for item in keep if item.split(":")[0] not in strategies
-                     or int(item.split(":")[1]) not in shots]
+            stray = [f"{s}:{k}" for s, k in kept if s not in strategies or k not in shots]
             if stray:
                 raise DigitLabError(f"Keep as runs: {', '.join(stray)} {'is' if len(stray) == 1 else 'are'} not "
                                     "among the chosen strategies and k; choose them too, or leave them out of the "
@@ -89,7 +89,7 @@ else:
             job = jobs.submit_adaptation(
                 {"target": spec, "model": model or None, "shots": sorted(shots), "strategies": list(strategies),
                  "seeds": int(seeds), "test_fraction": float(test_fraction), "reframing": "paper",
-                 "keep": [[s, int(k)] for s, k in (item.split(":") for item in keep)]},
+                 "keep": [[s, k] for s, k in kept]},
                 title=f"Few-shot adaptation on {upload.name if upload is not None else target}")
             st.toast(f"Queued adaptation job {job.id}.", icon=":material/schedule:")
         except DigitLabError as e:

@@ -137,8 +137,9 @@ def legend_label(label: str, width: int = LEGEND_WRAP) -> str:
     return "\n".join(textwrap.wrap(label, width, break_long_words=True, break_on_hyphens=False) or [label])
 
 
-def curves_spec(series: list[str], colors: list[str], x_title: str, *, metrics: tuple[str, ...] | list[str] =
-                ("loss", "accuracy"), log_x: bool = False, integer_x: bool = True, legend_title: str = "runs") -> dict:
+def curves_spec(series: list[str], colors: list[str], x_title: str, *,
+                metrics: tuple[str, ...] | list[str] = ("loss", "accuracy"), log_x: bool = False,
+                integer_x: bool = True, legend_title: str = "runs") -> dict:
     """A Vega-Lite spec of curves in long form (columns series, name, published, metric, part, x, y): one panel
     per metric (loss above accuracy) sharing the x axis, one colour per series in the order given, train solid
     and validation dashed, published curves with diamonds, ours with dots; the legend under the plots (a click
