@@ -410,8 +410,8 @@ def model_identity(path: str | Path, description: dict | None = None) -> dict:
 def save_uploaded_model(data: bytes, name: str, load=None) -> Path:
     """Keep an uploaded model file under <data home>/models/<sha256>.<suffix> (atomically); checks it loads.
 
-    `load(path)` loads and checks it (raising ModelError); by default here, with TensorFlow in this process
-    (the dashboard passes its model process's loader instead)."""
+    `load(path)`, when given, loads and checks it elsewhere (the dashboard's model process), raising ModelError,
+    and returns None when it cannot: the file is then loaded and checked here, with TensorFlow in this process."""
     import hashlib
 
     from core.storage import atomic_write_bytes
@@ -425,10 +425,8 @@ def save_uploaded_model(data: bytes, name: str, load=None) -> Path:
     if not path.exists():
         atomic_write_bytes(path, data)
     try:
-        if load is None:
+        if load is None or load(str(path)) is None:
             check_model(load_model(path))
-        else:
-            load(str(path))
     except ModelError as e:
         path.unlink(missing_ok=True)
         raise ModelError(str(e).replace(path.name, name)) from None

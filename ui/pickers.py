@@ -50,15 +50,11 @@ def model_choices(home: str) -> list[dict]:
 def uploaded_model(data: bytes, name: str, home: str) -> str:
     """An uploaded .keras/.h5 file kept in the data folder and checked to load; its path. ModelError says why
     not (an error is not cached: a fixed file can be uploaded again)."""
-    from core.models import check_model, load_model, save_uploaded_model
+    from core.models import save_uploaded_model
     from ui import warmup
 
-    def load(path: str) -> None:
-        # Checked where it will run: in the model process when it serves (no TensorFlow in the server), else here.
-        if warmup.predictor(path) is None:
-            check_model(load_model(path))
-
-    return str(save_uploaded_model(data, name, load))
+    # Checked where it will run: in the model process when it serves (no TensorFlow in the server), else here.
+    return str(save_uploaded_model(data, name, warmup.predictor))
 
 
 def model_label(choice: str, runs: list[dict]) -> str:
