@@ -19,9 +19,10 @@ def _print(data, as_json: bool, text: str) -> None:
 
 def cmd_predict(args) -> int:
     from core.images import display_name, failure_reason, read_image
-    from core.models import Predictor, classify
+    from core.models import classify
+    from core.twin import quick_predictor
 
-    predictor = Predictor.load(args.model)
+    predictor = quick_predictor(args.model)  # a model with a twin answers without importing TensorFlow
     results, failed = [], 0
     for f in args.images:
         shown = display_name(f)
@@ -75,6 +76,15 @@ def _automation_line(a: dict) -> str:
         return f"automation: no confidence threshold reaches {pct(a['target_accuracy'])} accuracy"
     return (f"automate {pct(a['coverage'])} of digits at >= {pct(a['target_accuracy'])} accuracy (threshold "
             f"{a['threshold']:.3f}; accuracy {pct(a['accuracy'])}, {ci_text(a['low'], a['high'])})")
+
+
+def cmd_twin(args) -> int:
+    from core.twin import export_twin
+
+    record = export_twin(args.model)
+    _print(record, args.json, f"wrote the OpenCV twin {record['file']} of {record['source']} (largest difference "
+                              f"from Keras {record['max_abs_diff']:.1e} on {record['checked_on']})")
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -457,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("twin", help="write a model's OpenCV twin (a TFLite file beside it, checked against "
+                                    "Keras): the Draw page and predict then answer without TensorFlow")
+    p.add_argument("--model", help="a .keras/.h5 file, run folder or run id (default: the shipped reused CNN)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_twin)
 
     p = sub.add_parser("evaluate", help="the reused model's report on a target data set")
     p.add_argument("--target", required=True, help="sklearn-digits | mnist-test | collected | a folder or .zip "

@@ -97,7 +97,7 @@ with right:
         st.info("Upload a Keras model on the left (one digit image in, 10 classes out), or choose another.")
         st.stop()
     try:
-        predictor = cache.predictor(model_path)
+        predictor = cache.quick_predictor(model_path)
         results = {m: cache.classify(predictor, image, m, model_key=model_path or "reused") for m in METHODS}
     except DigitLabError as e:
         show_error(e)
@@ -150,7 +150,7 @@ if st.toggle(compare, key="others", disabled=not others):
     image_28 = results[method].reframed.image
     for r in others:
         try:
-            p = cache.predictor(str(Path(r.path) / "model.keras")).predict_proba(image_28[None])[0]
+            p = cache.quick_predictor(str(Path(r.path) / "model.keras")).predict_proba(image_28[None])[0]
             rows.append({"model": r.title, "architecture": r.architecture, "predicted digit": int(p.argmax()),
                          "confidence": float(p.max()), "MNIST test accuracy": r.test_accuracy})
         except DigitLabError as e:

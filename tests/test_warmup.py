@@ -152,6 +152,18 @@ def test_a_failed_warmup_is_remembered_and_leaves_pages_to_load_the_model():
     assert [m.value for m in at.metric if m.label == "Predicted digit"] == ["1"]
 
 
+def test_a_drawing_during_the_warmup_is_answered_by_the_twin_at_once(monkeypatch):
+    # The warm-up never finishes here: without the shipped model's OpenCV twin the page would wait for it.
+    process = _started_with(FakeProcess())
+    monkeypatch.setattr(warmup, "wait", lambda timeout=None: pytest.fail("waited for the warm-up"))
+    monkeypatch.setattr(cache, "_load_predictor", lambda path=None: pytest.fail("loaded in the server"))
+    at = _draw_with_upload(AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run())
+    assert not at.exception and not at.error
+    assert [m.value for m in at.metric if m.label == "Predicted digit"] == ["1"]
+    assert "simple_cnn · 34,826 parameters" in " ".join(c.value for c in at.caption)  # identity from the twin
+    assert process.calls == [None] and warmup.state() == warmup.RUNNING  # only the warm-up's own load
+
+
 def test_a_dead_child_is_started_again_by_the_next_page_load():
     first = _started_with(FakeProcess())
     first.finish(None)

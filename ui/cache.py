@@ -33,6 +33,31 @@ def predictor(path: str | None = None):
     return _load_predictor(path)
 
 
+def quick_predictor(path: str | None = None):
+    """For a few images at a time (a drawing): the model's OpenCV twin when it has a valid one, else predictor().
+
+    A twin (core.twin) needs no TensorFlow, so a stroke drawn the moment a fresh server shows the Draw page is
+    answered at once instead of waiting for the model process's warm-up. It has no penultimate-layer features:
+    pages that need them use predictor().
+    """
+    from core.models import resolve_model_path
+
+    p = resolve_model_path(path)
+    try:
+        stat = p.stat()
+    except OSError:
+        return predictor(path)  # its load says what is wrong with the file
+    twin = _twin(str(p.resolve()), (stat.st_mtime_ns, stat.st_size))  # a model file replaced: its twin is read again
+    return twin if twin is not None else predictor(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def _twin(path: str, stamp: tuple):  # stamp: part of the cache key only
+    from core.twin import load_twin
+
+    return load_twin(path)
+
+
 @st.cache_resource(show_spinner="Loading the model (TensorFlow starts once per process)...", max_entries=12)
 def _load_predictor(path: str | None = None) -> models.Predictor:
     return models.Predictor.load(path)
