@@ -20,9 +20,9 @@ PAGES = [
 # server (later calls cost a lock): drawing then never waits for them, and no page shares an interpreter with
 # the import. Started before the page runs but only launched once no page has loaded for
 # ui.warmup.START_DELAY_S, so pages reach the browser first, unless a page needs a model (a first Report to
-# evaluate: it then waits for the child instead of importing TensorFlow here) or is the Draw page, whose first
-# stroke will need it.
+# evaluate: it then waits for the child instead of importing TensorFlow here). The Draw page's first stroke
+# does not wait for it: the shipped model's OpenCV twin answers (core/twin.py).
 with guard():  # an unexpected error: a short message here, the traceback in the server log
     page = st.navigation(PAGES)
-    warmup.start(soon=page.url_path == "draw")
+    warmup.start()
     page.run()

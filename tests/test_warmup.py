@@ -258,23 +258,6 @@ def test_the_child_starts_after_the_first_page_unless_a_page_needs_it(monkeypatc
     assert warmup.state() == warmup.READY
 
 
-@pytest.mark.parametrize("first_page_soon", [True, False])
-def test_the_draw_page_starts_the_child_at_once(monkeypatch, first_page_soon):
-    """A page whose next step needs the model (app.py: the Draw page) cuts the quiet spell short, whether it is
-    the server's first page or comes while the launcher waits."""
-    monkeypatch.setattr(warmup, "START_DELAY_S", 60.0)
-    made = []
-    warmup.start(lambda: made.append(1) or FakeProcess(), soon=first_page_soon)
-    if not first_page_soon:
-        time.sleep(0.2)
-        assert not made  # Home, say: the launcher waits for its quiet spell
-        assert not warmup.start(lambda: pytest.fail("a second process"), soon=True)
-    deadline = time.monotonic() + 30
-    while not made and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert made  # well before the 60 s
-
-
 def test_a_reset_closes_a_child_launched_after_it(monkeypatch):
     monkeypatch.setattr(warmup, "START_DELAY_S", 60.0)
     process = FakeProcess()

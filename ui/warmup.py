@@ -2,10 +2,11 @@
 
 Why: on a fresh server the first prediction waited ~5 s after the stroke (issue 8) for `import tensorflow`,
 loading the model and tracing its tf.function. app.py calls `start()` on every page load; the first call starts
-a core.model_process child and has it load the shipped model and make its first call, so drawing never waits
-for them once the child is ready (about 5 s after it launches here: once no page has loaded for START_DELAY_S,
-or at once for the Draw page or a page that waits for a model). `ui.cache.predictor()` then hands out
-RemotePredictors of that child, for the shipped model and any other model file (each loaded once, there).
+a core.model_process child and has it load the shipped model and make its first call, so pages never wait for
+them once the child is ready (about 5 s after it launches here: once no page has loaded for START_DELAY_S, or
+at once for a page that waits for a model). `ui.cache.predictor()` then hands out RemotePredictors of that
+child, for the shipped model and any other model file (each loaded once, there). Drawings do not wait even
+before that: the shipped model's OpenCV twin answers them (core/twin.py, `ui.cache.quick_predictor`).
 
 A child process, not a thread of the server: importing TensorFlow holds Python's GIL, and in a thread it made
 every page drawn meanwhile share one interpreter with it (a fully cached Report in a second tab: 3.2-3.9 s with
@@ -38,9 +39,11 @@ WAIT_LIMIT_S = 300.0
 
 #: The child launches once no page load has begun for this long (app.py calls start() as each page load begins,
 #: before the page runs, so a first page that needs a model does not load it in the server), or at once when a
-#: page waits for it or is the Draw page. Why wait at all: a page's last messages still have to reach the
-#: browser, which renders it on the same CPUs, and a starting child competes with both even at a lower priority
-#: (Home on a fresh server, 4 servers each: median 1.78 s starting right after the page, 1.16 s one second
+#: page waits for it. The Draw page does not cut it short: the shipped model's OpenCV twin answers its strokes
+#: meanwhile (core/twin.py; a stroke drawn the moment a fresh server showed the canvas: 0.47-0.52 s with the
+#: quiet spell, 0.42-0.76 s with the child launched as the page opened; 3 servers each, interleaved). Why wait
+#: at all: a page's last messages still have to reach the browser, which renders it on the same CPUs, and a
+#: starting child competes with both even at a lower priority (Home on a fresh server, 4 servers each: median 1.78 s starting right after the page, 1.16 s one second
 #: after it, 1.20 s with no warm-up). Why a quiet spell and not a fixed delay: Training Runs opened right after
 #: Home took 1.97-4.07 s with the child launched 1.5 s after Home began, in the middle of it (bench/page_speed.py,
 #: 3 runs). Why 3 s: with 1.5 s, the child still launched while the browser drew Training Runs' first visit
@@ -48,7 +51,7 @@ WAIT_LIMIT_S = 300.0
 START_DELAY_S = 3.0
 
 _lock = threading.Lock()
-_wanted = threading.Event()  # a page waits for the warm-up, or will soon: the child starts without START_DELAY_S
+_wanted = threading.Event()  # a page waits for the warm-up: the child starts without START_DELAY_S
 _state: dict = {"state": IDLE, "process": None, "shipped": None, "error": None, "seconds": {}}
 _last_page = [0.0]  # time.monotonic() of the latest page load (start() call)
 _models: dict[str, Future] = {}  # model file (resolved) -> future RemotePredictor, in the current child
@@ -82,23 +85,14 @@ def _finished(shipped: Future) -> None:
         LOG.info("Model warm-up ready in %.1f s (%s).", total, ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
 
 
-def start(process_factory: Callable[[], object] | None = None, soon: bool = False) -> bool:
+def start(process_factory: Callable[[], object] | None = None) -> bool:
     """Start the model process and its warm-up unless one runs in this server (or it is turned off).
 
     Cheap after the first call (a lock), so app.py calls it on every page load. A ready child that has died
     since is started again; a failed warm-up is not retried (pages load models themselves). True when this
-    call started one. The child launches after START_DELAY_S without a page load, unless a page waits first or
-    the page loading now will soon need the model (`soon`: the Draw page, whose first stroke is predicted).
+    call started one. The child launches after START_DELAY_S without a page load, unless a page waits first.
     """
     _last_page[0] = time.monotonic()  # every page load, started or not: the launcher waits for a quiet spell
-    try:
-        return _start(process_factory)
-    finally:
-        if soon:
-            _wanted.set()  # after _start, which clears it for a child it starts
-
-
-def _start(process_factory: Callable[[], object] | None) -> bool:
     with _lock:
         process = _state["process"]
         dead = _dead()
