@@ -51,7 +51,8 @@ browser session:
 Server C (fresh, empty DIGITLAB_HOME):
 - canvas visible: from `page.goto(<root>/draw)` to the canvas being visible (information: no baseline).
 - first prediction, drawn at once: the worst case. The stroke is drawn as soon as the canvas is visible; from
-  mouse-up to "Predicted digit" visible. It includes whatever is left of the warm-up.
+  mouse-up to "Predicted digit" visible. The shipped model's OpenCV twin answers it (core/twin.py), so it no
+  longer waits for the warm-up still running (it did at 517bcf4 and before).
 - first prediction, new tab: once the warm-up is done, a second browser context (nothing of the app loaded in
   it yet) opens /draw and draws at once; the same measure. A teacher opening the Draw page directly, where the
   teacher-pace figure comes after Home and Training Runs have loaded the browser's chunks.
@@ -620,7 +621,7 @@ def _print_notes(notes: dict) -> None:
         if key in notes:
             s, detail = notes[key]
             where = {"warmup_A": "A (started by Home)", "warmup_B": "B (started by the cold Report; at the warm one)",
-                     "warmup_C": "C (started by the Draw page)"}[key]
+                     "warmup_C": "C (started after the Draw page)"}[key]
             print(f"  warm-up on server {where}: " + (f"{s:.1f} s ({detail})" if s is not None else detail))
     if "think" in notes:
         print(f"  teacher's stroke {notes['think']:.1f} s after Home opened; warm-up finished before it: "

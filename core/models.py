@@ -367,6 +367,26 @@ def adapt_inputs(x: np.ndarray, input_shape) -> np.ndarray:
     return np.repeat(x, 3, axis=3) if channels == 3 else x
 
 
+def model_inputs(X: np.ndarray, input_shape) -> np.ndarray:
+    """Reframed digits (n, 28, 28[, 1]) as a model with this input shape takes them (float32, see adapt_inputs).
+
+    Inputs already in the model's own shape (28x28x1 digits, 32x32x3 CIFAR-10 images) are kept as they are.
+    """
+    x = to_model_input(X)
+    if x.shape[1:] != tuple(input_shape[1:]):
+        x = adapt_inputs(x, input_shape).astype(np.float32)
+    return x
+
+
+def as_probabilities(p: np.ndarray) -> np.ndarray:
+    """A model's outputs (n, 10) as class probabilities: outputs that are logits (rows that do not sum to 1, or
+    negative values) get a softmax, so confidences compare between models."""
+    if len(p) and ((np.abs(p.sum(axis=1) - 1) > 1e-3).any() or (p < 0).any()):
+        z = p - p.max(axis=1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return p
+
+
 def file_sha256(path: Path) -> str:
     import hashlib
 
@@ -450,7 +470,6 @@ class Predictor:
         self.model = model
         self._features: Predictor | None = None  # the penultimate-layer model, made on first use
         shape = (None,) + tuple(model.input_shape[1:])
-        self._shape = tuple(model.input_shape[1:])
         self._call = tf.function(lambda x: model(x, training=False),
                                  input_signature=[tf.TensorSpec(shape, tf.float32)])
 
@@ -467,9 +486,7 @@ class Predictor:
         A model that takes another input (flat 784, 28x28, 32x32x3...) gets the same digits reshaped or
         resized to it (adapt_inputs): every model sees the same reframed 28x28 image.
         """
-        x = to_model_input(X)
-        if x.shape[1:] != self._shape:  # already the model's own shape (28x28x1 digits, 32x32x3 CIFAR-10): as is
-            x = adapt_inputs(x, self.model.input_shape).astype(np.float32)
+        x = model_inputs(X, self.model.input_shape)
         if len(x) == 0:
             return np.zeros((0,) + tuple(self.model.output_shape[1:]), np.float32)
         out = [self._call(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
@@ -492,11 +509,7 @@ class Predictor:
 
         A model that ends in logits (its rows do not sum to 1) gets a softmax, so confidences compare.
         """
-        p = self.outputs(X, batch_size)
-        if len(p) and ((np.abs(p.sum(axis=1) - 1) > 1e-3).any() or (p < 0).any()):
-            z = p - p.max(axis=1, keepdims=True)
-            p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        return p
+        return as_probabilities(self.outputs(X, batch_size))
 
 
 @dataclass(frozen=True)

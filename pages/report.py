@@ -47,7 +47,7 @@ if dataset.missing_classes():
     st.warning(f"This data set has no images of digit(s) {missing}: their recall and F1 are 0 by convention "
                "and they pull the macro averages down.")
 
-# The shipped model under None: the same cached predictor as the Draw page (one load per process).
+# The shipped model under None: the model process's predictor (one load per server).
 model_arg = chosen.path
 bar = st.empty()
 computed = []  # set when this run evaluates: the bar then stays until the page is drawn

@@ -29,6 +29,8 @@ def _saved(tmp_path, kind: str):
     keras.utils.set_random_seed(0)
     if kind == "cnn":
         model = models.build_simple_cnn()
+    elif kind == "logits":  # no softmax: both predictors turn its outputs into probabilities alike
+        model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     elif kind == "flat":
         model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32, activation="relu"),
                                   keras.layers.Dense(10, activation="softmax")])
@@ -52,7 +54,7 @@ def test_the_shipped_model_has_a_twin_that_answers_like_keras():
     assert quick.describe() == Predictor.load(None).describe()
 
 
-@pytest.mark.parametrize("kind", ["cnn", "flat", "rgb32"])
+@pytest.mark.parametrize("kind", ["cnn", "logits", "flat", "rgb32"])
 def test_export_writes_a_checked_twin_beside_the_model(tmp_path, kind):
     from core.models import Predictor
 
@@ -64,7 +66,9 @@ def test_export_writes_a_checked_twin_beside_the_model(tmp_path, kind):
     x = _digits(50)
     got, want = twin.load_twin(path).predict_proba(x), Predictor.load(path).predict_proba(x)
     assert np.abs(got - want).max() < twin.TOLERANCE
+    assert np.allclose(got.sum(axis=1), 1, atol=1e-5)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+    assert twin.load_twin(path).predict_proba(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
 
 
 def _exported(tmp_path):
@@ -83,20 +87,54 @@ def test_a_changed_model_file_falls_back_to_keras(tmp_path):
     assert type(twin.quick_predictor(path)).__name__ == "Predictor"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "other opencv", "no record", "no file"])
-def test_a_twin_that_is_not_the_models_is_never_read(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["truncated", "other opencv", "edited shape", "not a record", "no record",
+                                    "no file"])
+def test_a_twin_that_is_not_the_models_is_never_read(tmp_path, monkeypatch, damage):
+    import cv2
+
     path = _exported(tmp_path)
     tflite, record_path = twin.twin_paths(path)
-    if damage == "truncated":  # OpenCV is not even handed the file
+    record = json.loads(record_path.read_text())
+    if damage == "truncated":
         tflite.write_bytes(tflite.read_bytes()[:1000])
     elif damage == "other opencv":
-        record = json.loads(record_path.read_text())
         record_path.write_text(json.dumps({**record, "opencv": "4.0.0"}))
+    elif damage == "edited shape":
+        record_path.write_text(json.dumps({**record, "describe": {**record["describe"], "input_shape": [5, 7]}}))
+    elif damage == "not a record":
+        record_path.write_text("[1, 2]")
     elif damage == "no record":
         record_path.unlink()
     else:
         tflite.unlink()
+    monkeypatch.setattr(cv2.dnn, "readNetFromTFLite", lambda *a: pytest.fail("OpenCV was handed the file"))
     assert twin.load_twin(path) is None
+
+
+def test_an_opencv_failure_while_predicting_is_a_model_error():
+    import cv2
+
+    class Broken:
+        def setInput(self, x):
+            pass
+
+        def forward(self):
+            raise cv2.error("OpenCV(5.0.0) dnn: (-215:Assertion failed) in function 'forward'")
+
+    quick = twin.TwinPredictor(Broken(), {"name": "m", "params": 1, "input_shape": [28, 28, 1], "outputs": 10},
+                               "model.keras.tflite")
+    with pytest.raises(ModelError, match="model.keras.tflite.*python -m core twin"):
+        quick.predict_proba(_digits(2))
+
+
+def test_the_page_cache_sees_a_twin_written_while_the_server_runs(tmp_path, monkeypatch):
+    from ui import cache
+
+    path = _saved(tmp_path, "flat")
+    monkeypatch.setattr(cache, "predictor", lambda p=None: "keras")
+    assert cache.quick_predictor(str(path)) == "keras"
+    twin.export_twin(path)
+    assert isinstance(cache.quick_predictor(str(path)), twin.TwinPredictor)
 
 
 def test_export_refuses_a_file_that_is_no_model(tmp_path):
@@ -129,4 +167,23 @@ def test_cli_writes_a_twin_and_prints_json(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)  # Keras' export messages do not reach stdout
-    assert out["source"] == "flat.keras" and out["file"] == "flat.tflite" and twin.load_twin(path) is not None
+    assert out["source"] == "flat.keras" and out["file"] == "flat.keras.tflite" and twin.load_twin(path) is not None
+
+
+def test_cli_predict_answers_with_the_twin(tmp_path):
+    import cv2
+
+    from tests.conftest import canvas
+
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), canvas([((140, 50), (140, 230))], rgba=False))
+    code = f"""
+import sys
+from core.cli import main
+assert main(["predict", {str(image)!r}, "--json"]) == 0
+assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)[0]["digit"] == 1

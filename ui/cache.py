@@ -41,14 +41,20 @@ def quick_predictor(path: str | None = None):
     pages that need them use predictor().
     """
     from core.models import resolve_model_path
+    from core.twin import twin_paths
 
     p = resolve_model_path(path)
+    # The files' stamps are part of the key: a model or twin written while the server runs is seen.
+    twin = _twin(str(p.resolve()), tuple(_stamp(f) for f in (p, *twin_paths(p))))
+    return twin if twin is not None else predictor(path)  # no twin, or no model file: predictor() says why
+
+
+def _stamp(path) -> tuple[int, int] | None:
     try:
-        stat = p.stat()
+        st_ = path.stat()
     except OSError:
-        return predictor(path)  # its load says what is wrong with the file
-    twin = _twin(str(p.resolve()), (stat.st_mtime_ns, stat.st_size))  # a model file replaced: its twin is read again
-    return twin if twin is not None else predictor(path)
+        return None
+    return st_.st_mtime_ns, st_.st_size
 
 
 @st.cache_resource(show_spinner=False, max_entries=12)
@@ -79,7 +85,8 @@ def reused_model_info() -> dict:
 @st.cache_data(show_spinner=False, max_entries=64)
 def classify(_predictor, image, method: str, model_key: str = "reused") -> models.Prediction:
     # Keyed by the image's bytes, the method and model_key: a rerun with the same drawing costs nothing. The
-    # predictor (a core.models.Predictor or a core.model_process.RemotePredictor) is not part of the key.
+    # predictor (a core.models.Predictor, core.model_process.RemotePredictor or core.twin.TwinPredictor) is not
+    # part of the key: all three give the same probabilities.
     return models.classify(_predictor, image, method)
 
 
