@@ -70,12 +70,10 @@ def _check_target_accuracy(value: float) -> None:
 
 
 def _automation_line(a: dict) -> str:
-    from core.report import ci_text, pct
+    from core.report import automation_claim
 
-    if a["threshold"] is None:
-        return f"automation: no confidence threshold reaches {pct(a['target_accuracy'])} accuracy"
-    return (f"automate {pct(a['coverage'])} of digits at >= {pct(a['target_accuracy'])} accuracy (threshold "
-            f"{a['threshold']:.3f}; accuracy {pct(a['accuracy'])}, {ci_text(a['low'], a['high'])})")
+    claim, details = automation_claim(a)
+    return (f"automation: {claim}" + (f" ({details})" if details else "")).replace("≥", ">=")  # any console
 
 
 def cmd_twin(args) -> int:

@@ -42,6 +42,29 @@ def ci_text(low: float | None, high: float | None, digits: int = 1) -> str:
     return f"95 % CI {100 * low:.{digits}f}-{100 * high:.{digits}f} %"
 
 
+def automation_claim(a: dict) -> tuple[str, str | None]:
+    """The automation figure (core.coverage.automation) as (claim, details) in plain text, for the page, the HTML
+    report and the CLI alike: ('Automate 96.1 % of digits at ≥ 99.0 % accuracy', 'threshold 0.998; accuracy
+    99.0 %, 95 % CI 98.5-99.4 %'), or ('No confidence threshold reaches 99.0 % accuracy', None).
+
+    When so few images are accepted that even all of them right could not show the target (the 95 % interval
+    of n right out of n reaches below it: fewer than about 380 at 99 %), the details say so: a "100 %" on four
+    digits is not evidence.
+    """
+    from core.coverage import wilson_interval
+
+    target = pct(a["target_accuracy"])
+    if a.get("threshold") is None:
+        return f"No confidence threshold reaches {target} accuracy", None
+    details = f"threshold {a['threshold']:.3f}; accuracy {pct(a['accuracy'])}, {ci_text(a['low'], a['high'])}"
+    n = int(a["accepted"])
+    best_low = wilson_interval(n, n)[0]
+    if best_low < a["target_accuracy"]:
+        details += (f"; too few images to show {target}: even with all {n:,} right, the interval would reach "
+                    f"down to {pct(best_low)}")
+    return f"Automate {pct(a['coverage'])} of digits at ≥ {target} accuracy", details
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """'1 image', '2 images', '1,797 images'."""
     return f"{n:,} {word if n == 1 else (many or word + 's')}"
@@ -555,10 +578,9 @@ def build_html(ev: Evaluation, images, comparison: dict[str, Evaluation] | None 
     headline = pd.DataFrame([{"images": ev.n, "accuracy": s["accuracy"], "accuracy_low": low, "accuracy_high": high,
                               "macro precision": s["macro"]["precision"], "macro recall": s["macro"]["recall"],
                               "macro F1": s["macro"]["f1"]}])
-    auto_text = (f"Automate <b>{pct(a['coverage'])}</b> of digits at &ge; {pct(a['target_accuracy'])} accuracy "
-                 f"(threshold {a['threshold']:.3f}; accuracy {pct(a['accuracy'])}, {ci_text(a['low'], a['high'])})."
-                 if a.get("threshold") is not None else
-                 f"No threshold reaches {pct(a['target_accuracy'])} accuracy: every digit needs a person's check.")
+    claim, details = automation_claim(a)
+    auto_text = (f"<b>{html.escape(claim)}</b> ({html.escape(details)})." if details else
+                 f"<b>{html.escape(claim)}</b>: every digit needs a person's check.")
     css = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
            "td{white-space:nowrap}"

@@ -73,7 +73,7 @@ def test_html_report_holds_identity_verdict_intervals_and_inline_charts():
     assert file_sha256(reused_model_path()) in html and "simple_cnn" in html and "34,826" in html
     assert "Five hundred constructed digits." in html
     assert "<h2>Verdict</h2>" in html and "Weakest digits: 8 (recall 80.0 %" in html
-    assert "95 % CI" in html and "Automate <b>" in html
+    assert "95 % CI" in html and "<b>Automate " in html
     assert html.count("<svg") == 4  # confusion matrix, recall per digit, risk-coverage, k-shot curve
     assert "Few-shot adaptation: accuracy on the held-out part" in html
     assert "Numbers of several digits" in html and "<b>90.0 %</b> of 300 numbers" in html
@@ -113,6 +113,20 @@ def test_rates_carry_wilson_intervals():
 
 
 # --- the verdict follows the numbers ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n, target, too_few", [(4, 0.99, "even with all 4 right, the interval would reach down to "
+                                                           "51.0 %"), (500, 0.99, None), (100, 0.95, None),
+                                                  (60, 0.95, "even with all 60 right")])
+def test_automation_claim_says_when_too_few_images_could_show_the_target(n, target, too_few):
+    from core.coverage import automation
+    from core.report import automation_claim
+
+    y = np.arange(n) % 10
+    claim, details = automation_claim(automation(y, y, np.eye(10)[y], target))
+    assert claim == f"Automate 100.0 % of digits at ≥ {100 * target:.1f} % accuracy"
+    assert details.startswith("threshold 1.000; accuracy 100.0 %, 95 % CI ")
+    assert (too_few in details) if too_few else ("too few" not in details)
+
 
 @pytest.mark.parametrize("ev, expected", [
     (synthetic(), ["reads 100.0 % of the 500 digits right (95 % CI 99.2-100.0 %).",

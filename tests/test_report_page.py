@@ -83,7 +83,7 @@ def test_default_page_headline_identity_and_the_commonest_mistake():
     assert at.metric[0].value.endswith(" %") and "95 % CI" in at.metric[0].proto.delta
     text = " ".join(m.value for m in at.markdown)
     assert re.search(r"\*\*Automate \d+\.\d % of digits at ≥ 99\.0 % accuracy\*\* \(threshold 0\.\d{3}; accuracy "
-                     r"\d+\.\d %, 95 % CI \[\d+\.\d %, \d+\.\d %\]\)", text)
+                     r"\d+\.\d %, 95 % CI \d+\.\d-\d+\.\d %\)", text)
     caption = " ".join(c.value for c in at.caption)
     assert "34,826 parameters" in caption and "SHA-256" in caption and "input 28x28x1" in caption
     assert "trained on: MNIST training digits" in caption and "1,797 images evaluated" in caption

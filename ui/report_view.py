@@ -139,13 +139,11 @@ def identity_caption(identity: dict) -> str:
 # --- headline ---------------------------------------------------------------------------------------------------
 
 def automation_headline(a: dict) -> str:
-    """'Automate X % of digits at >= T accuracy (threshold c; accuracy a, 95 % CI [l, h])' in Markdown."""
-    t = report.pct(a["target_accuracy"])
-    if a.get("threshold") is None:
-        return f"**No confidence threshold reaches {t} accuracy** on this set: every digit needs a person's check."
-    return (f"**Automate {report.pct(a['coverage'])} of digits at ≥ {t} accuracy** (threshold "
-            f"{a['threshold']:.3f}; accuracy {report.pct(a['accuracy'])}, 95 % CI "
-            f"[{report.pct(a['low'])}, {report.pct(a['high'])}])")
+    """'**Automate X % of digits at ≥ T accuracy** (threshold c; accuracy a, 95 % CI l-h %)' in Markdown."""
+    claim, details = report.automation_claim(a)
+    if details is None:
+        return f"**{claim}** on this set: every digit needs a person's check."
+    return f"**{claim}** ({details})"
 
 
 # --- confusion matrix and the images behind a cell ---------------------------------------------------------------
