@@ -29,6 +29,19 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     return float(ci.low), float(ci.high)
 
 
+def images_to_show(target_accuracy: float, confidence: float = 0.95) -> int | None:
+    """The fewest images that, all of them right, show target_accuracy: the Wilson interval of n right out of n
+    has lower end n / (n + z^2), at least the target once n >= z^2 T / (1 - T) (381 at 99 %, 73 at 95 %).
+    None for a target of 100 %, which no number of images can show."""
+    from scipy.stats import norm
+
+    if target_accuracy >= 1.0:
+        return None
+    z = norm.ppf(0.5 + confidence / 2)
+    n = int(np.ceil(z * z * target_accuracy / (1 - target_accuracy) - 1e-9))
+    return n + (wilson_interval(n, n, confidence)[0] < target_accuracy)  # guard a rounding at the edge
+
+
 def accuracy_with_interval(y_true, y_pred) -> dict:
     """Accuracy with its 95 % Wilson interval: {accuracy, low, high, n}."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -63,8 +76,9 @@ def risk_coverage(y_true, y_pred, probabilities, thresholds=THRESHOLDS) -> list[
 def automation(y_true, y_pred, probabilities, target_accuracy: float = DEFAULT_TARGET) -> dict:
     """The most images a threshold can accept while their accuracy stays >= target_accuracy.
 
-    Returns {target_accuracy, threshold, coverage, accuracy, low, high, accepted}; threshold None and
-    coverage 0 when no threshold reaches the target.
+    Returns {target_accuracy, threshold, coverage, accuracy, low, high, accepted, too_few}; threshold None and
+    coverage 0 when no threshold reaches the target. `too_few` is true when fewer images are accepted than
+    images_to_show(target_accuracy): even all of them right would not show the target (4 saved digits at 99 %).
     """
     if not 0.5 <= target_accuracy <= 1.0:
         raise InvalidOptionError("target accuracy", target_accuracy, "a number from 0.5 to 1")
@@ -80,12 +94,13 @@ def automation(y_true, y_pred, probabilities, target_accuracy: float = DEFAULT_T
     is_cut = np.append(c[1:] < c[:-1], True) & (c > 0)
     ok = is_cut & (correct / k >= target_accuracy - 1e-12)
     out = {"target_accuracy": target_accuracy, "threshold": None, "coverage": 0.0, "accuracy": None,
-           "low": None, "high": None, "accepted": 0}
+           "low": None, "high": None, "accepted": 0, "too_few": False}
     if ok.any():
         i = int(np.flatnonzero(ok)[-1])
         low, high = wilson_interval(int(correct[i]), i + 1)
+        needed = images_to_show(target_accuracy)
         out.update(threshold=float(c[i]), coverage=(i + 1) / n, accuracy=float(correct[i] / (i + 1)),
-                   low=low, high=high, accepted=i + 1)
+                   low=low, high=high, accepted=i + 1, too_few=needed is None or i + 1 < needed)
     return out
 
 
@@ -99,6 +114,6 @@ def automation_per_digit(y_true, y_pred, probabilities, target_accuracy: float =
         sel = y_pred == d
         a = automation(y_true[sel], y_pred[sel], proba[sel], target_accuracy) if sel.any() else \
             {"target_accuracy": target_accuracy, "threshold": None, "coverage": 0.0, "accuracy": None,
-             "low": None, "high": None, "accepted": 0}
+             "low": None, "high": None, "accepted": 0, "too_few": False}
         rows.append({"digit": d, "predicted": int(sel.sum()), **a})
     return rows

@@ -47,22 +47,26 @@ def automation_claim(a: dict) -> tuple[str, str | None]:
     report and the CLI alike: ('Automate 96.1 % of digits at ≥ 99.0 % accuracy', 'threshold 0.998; accuracy
     99.0 %, 95 % CI 98.5-99.4 %'), or ('No confidence threshold reaches 99.0 % accuracy', None).
 
-    When so few images are accepted that even all of them right could not show the target (the 95 % interval
-    of n right out of n reaches below it: fewer than about 380 at 99 %), the details say so: a "100 %" on four
-    digits is not evidence.
+    When so few images are accepted that even all of them right could not show the target (`too_few`), the
+    claim says that instead: a "100 %" on five saved digits is no evidence.
     """
-    from core.coverage import wilson_interval
-
     target = pct(a["target_accuracy"])
     if a.get("threshold") is None:
         return f"No confidence threshold reaches {target} accuracy", None
     details = f"threshold {a['threshold']:.3f}; accuracy {pct(a['accuracy'])}, {ci_text(a['low'], a['high'])}"
-    n = int(a["accepted"])
-    best_low = wilson_interval(n, n)[0]
-    if best_low < a["target_accuracy"]:
-        details += (f"; too few images to show {target}: even with all {n:,} right, the interval would reach "
-                    f"down to {pct(best_low)}")
+    if a.get("too_few"):
+        return (f"Too few images to show ≥ {target} accuracy",
+                f"{plural(a['accepted'], 'image')} accepted; {_enough_text(a['target_accuracy'])}; {details}")
     return f"Automate {pct(a['coverage'])} of digits at ≥ {target} accuracy", details
+
+
+def _enough_text(target_accuracy: float) -> str:
+    """'at least 381, all right, would show 99.0 %' (core.coverage.images_to_show)."""
+    from core.coverage import images_to_show
+
+    needed = images_to_show(target_accuracy)
+    return (f"at least {needed:,}, all right, would show {pct(target_accuracy)}" if needed else
+            "no number of images can show 100 %")
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -356,6 +360,11 @@ def verdict(summary: dict, adaptation: dict | None = None, target_name: str | No
     if a.get("threshold") is None:
         out.append(f"No confidence threshold reaches {pct(target)} accuracy on this set: at that target every "
                    "digit still needs a person's check.")
+    elif a.get("too_few"):
+        out.append(f"At a {pct(target)} accuracy target, this set is too small to say how much can be automated: "
+                   f"the model is right on {pct(a['accuracy'])} of the {plural(a['accepted'], 'digit')} it is most "
+                   f"confident of ({ci_text(a['low'], a['high'])}), and {_enough_text(target)}. Label more "
+                   "digits.")
     else:
         text = (f"At a {pct(target)} accuracy target, {pct(a['coverage'])} of the digits "
                 f"({a['accepted']:,} of {n:,}) can be automated: accept the model's answer when its confidence is "
@@ -381,7 +390,7 @@ def _best_per_k(adaptation: dict) -> dict[int, dict]:
 def adaptation_sentence(adaptation: dict | None, target_accuracy: float, target_name: str) -> str:
     """What k labelled target digits per class bought, from a saved few-shot result; or how to measure it."""
     if not adaptation or not adaptation.get("summary"):
-        return (f"No few-shot adaptation has been measured for {target_name} with this model: run "
+        return (f"No few-shot adaptation has been measured for this data set with this model: run "
                 f"\"python -m core adapt --target {target_name}\" to measure what a few labelled digits per class "
                 "would buy.")
     best = _best_per_k(adaptation)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from core.coverage import accuracy_with_interval, automation, automation_per_digit, risk_coverage, wilson_interval
+from core.coverage import (accuracy_with_interval, automation, automation_per_digit, images_to_show, risk_coverage,
+                           wilson_interval)
 from core.errors import InvalidOptionError
 
 
@@ -66,3 +67,10 @@ def test_per_predicted_digit():
 def test_target_out_of_range():
     with pytest.raises(InvalidOptionError, match="from 0.5 to 1"):
         automation(Y_TRUE, Y_PRED, proba(CONF, np.maximum(Y_PRED, 0)), 1.5)
+
+
+@pytest.mark.parametrize("target, needed", [(0.9, 35), (0.95, 73), (0.99, 381), (0.999, 3838), (1.0, None)])
+def test_images_to_show_a_target_is_the_fewest_whose_perfect_interval_reaches_it(target, needed):
+    assert images_to_show(target) == needed
+    if needed:  # all right on `needed` images shows the target; on one fewer it does not
+        assert wilson_interval(needed, needed)[0] >= target > wilson_interval(needed - 1, needed - 1)[0]

@@ -114,18 +114,25 @@ def test_rates_carry_wilson_intervals():
 
 # --- the verdict follows the numbers ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n, target, too_few", [(4, 0.99, "even with all 4 right, the interval would reach down to "
-                                                           "51.0 %"), (500, 0.99, None), (100, 0.95, None),
-                                                  (60, 0.95, "even with all 60 right")])
-def test_automation_claim_says_when_too_few_images_could_show_the_target(n, target, too_few):
+@pytest.mark.parametrize("n, target, claim, said", [
+    (5, 0.99, "Too few images to show ≥ 99.0 % accuracy", "5 images accepted; at least 381, all right, would show "
+                                                           "99.0 %; threshold 1.000; accuracy 100.0 %, 95 % CI 56.6"),
+    (500, 0.99, "Automate 100.0 % of digits at ≥ 99.0 % accuracy", "threshold 1.000; accuracy 100.0 %, 95 % CI"),
+    (100, 0.95, "Automate 100.0 % of digits at ≥ 95.0 % accuracy", "threshold 1.000"),
+    (60, 0.95, "Too few images to show ≥ 95.0 % accuracy", "60 images accepted; at least 73, all right"),
+    (500, 1.0, "Too few images to show ≥ 100.0 % accuracy", "500 images accepted; no number of images can show"),
+])
+def test_automation_claim_says_when_too_few_images_could_show_the_target(n, target, claim, said):
     from core.coverage import automation
     from core.report import automation_claim
 
     y = np.arange(n) % 10
-    claim, details = automation_claim(automation(y, y, np.eye(10)[y], target))
-    assert claim == f"Automate 100.0 % of digits at ≥ {100 * target:.1f} % accuracy"
-    assert details.startswith("threshold 1.000; accuracy 100.0 %, 95 % CI ")
-    assert (too_few in details) if too_few else ("too few" not in details)
+    a = automation(y, y, np.eye(10)[y], target)
+    assert automation_claim(a)[0] == claim and automation_claim(a)[1].startswith(said)
+    assert a["too_few"] == claim.startswith("Too few")
+    sentence = [t for t in report.verdict({"n": n, "accuracy": 1.0, "accuracy_ci": (a["low"], a["high"]),
+                                           "per_digit": [], "automation": a}) if "accuracy target" in t][0]
+    assert ("too small to say how much can be automated" in sentence) == a["too_few"]
 
 
 @pytest.mark.parametrize("ev, expected", [
@@ -155,7 +162,7 @@ def test_verdict_is_written_from_the_measured_numbers(ev, expected):
 def test_verdict_says_what_k_labels_bought_and_when_none_was_measured():
     s = synthetic(wrong={8: (1, 10)}).as_dict(0.99)
     none = verdict(s, None, "sklearn-digits")[-1]
-    assert "No few-shot adaptation has been measured for sklearn-digits" in none
+    assert "No few-shot adaptation has been measured for this data set" in none
     assert 'run "python -m core adapt --target sklearn-digits" to measure' in none
     adaptation = {"n_test": 900, "zero_shot": 0.941, "summary": [
         {"strategy": "last-layer", "shots": 10, "mean": 0.975, "std": 0.004, "n": 3, "mnist_mean": 0.98},
