@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from core import config
-from core.errors import DatasetError, StorageError
+from core.errors import DatasetError, NothingYetError, StorageError
 from core.storage import atomic_write_bytes, describe_os_error, storage_error
 
 MNIST_SUBSET = "mnist-subset"
@@ -765,8 +765,10 @@ def load_target(target: str) -> Dataset:
     if target == "mnist-test":
         return load_mnist_target()
     if target == "collected":
-        if not collected_dir().is_dir():
-            raise DatasetError("No collected digits yet: draw digits on the Draw page and save them with a label.")
+        folder = collected_dir()
+        if not folder.is_dir() or not any(f.is_file() for f in folder.rglob("*")):  # all deleted counts too
+            raise NothingYetError("No digits saved yet: draw digits on the Draw page and save each with its label "
+                                  "(Save to my digits).")
         ds = load_folder(collected_dir(), name="collected")
         ds.provenance = f"{_count(len(ds), 'digit')} drawn and labelled on the Draw page"
         return ds

@@ -28,6 +28,10 @@ class DatasetError(DigitLabError, ValueError):
     """A data set that cannot be loaded or used (missing, empty, unsafe archive, missing classes)."""
 
 
+class NothingYetError(DatasetError):
+    """A data set with nothing in it yet (no digits saved from the Draw page): pages show a note, not an error."""
+
+
 class ModelError(DigitLabError):
     """A model that cannot be found, loaded or built (e.g. ImageNet weights unavailable offline)."""
 

@@ -1,6 +1,8 @@
 """Draw & Reframe: draw or upload a digit, see every reframing stage and what the models predict."""
+import hashlib
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from core.config import read_only
@@ -123,12 +125,18 @@ with right:
             st.caption("Collected digits are kept on disk: see and manage them on the My digits page, and "
                        "evaluate them as a data set on the Report page.")
             label = st.selectbox("True label", range(10), index=chosen.digit, key="label")
+            drawing = (hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest(), label)
+            saved = st.session_state.get("saved_drawing")  # (drawing, file name) of this session's last save
             if st.button("Save", key="save", type="primary"):
-                try:
-                    path = save_collected(image, label)
-                    st.toast(f"Saved as a {label} ({md_escape(path.name)}).", icon=":material/check:")
-                except DigitLabError as e:
-                    show_error(e)
+                if saved and saved[0] == drawing:  # a second click on the same drawing adds no copy
+                    st.toast(f"Already saved as a {label} ({md_escape(saved[1])}).", icon=":material/info:")
+                else:
+                    try:
+                        path = save_collected(image, label)
+                        st.session_state["saved_drawing"] = (drawing, path.name)
+                        st.toast(f"Saved as a {label} ({md_escape(path.name)}).", icon=":material/check:")
+                    except DigitLabError as e:
+                        show_error(e)
 
 st.subheader("The same input, three reframings")
 st.caption("The model is the same in each column; only its input changes. `naive` keeps dark ink on white paper, "
@@ -143,20 +151,26 @@ for col, m in zip(cols, METHODS):
                   delta_arrow="off")
 
 st.subheader("The other models on the same input")
-others = [r for r in runs_with_models() if r.id != "reused-cnn"]
+under_test = Path(model_path or reused_model_path()).resolve()
+others = [r for r in runs_with_models() if (Path(r.path) / "model.keras").resolve() != under_test]
 compare = f"Compare with the {render.plural(len(others), 'other trained model')} (loads each once)"
 if st.toggle(compare, key="others", disabled=not others):
     rows = []
     image_28 = results[method].reframed.image
     for r in others:
+        row = {"model": r.title, "architecture": r.architecture, "predicted digit": None, "confidence": None,
+               "MNIST test accuracy": r.test_accuracy, "note": ""}
         try:
             p = cache.quick_predictor(str(Path(r.path) / "model.keras")).predict_proba(image_28[None])[0]
-            rows.append({"model": r.title, "architecture": r.architecture, "predicted digit": int(p.argmax()),
-                         "confidence": float(p.max()), "MNIST test accuracy": r.test_accuracy})
+            row.update({"predicted digit": int(p.argmax()), "confidence": float(p.max())})
         except DigitLabError as e:
-            rows.append({"model": r.title, "architecture": r.architecture, "predicted digit": None,
-                         "confidence": None, "MNIST test accuracy": str(e)})
+            row["note"] = str(e)
+        rows.append(row)
+    if not any(row["note"] for row in rows):
+        for row in rows:
+            del row["note"]  # a column only when a model could not answer
     st.dataframe(rows, hide_index=True, width="stretch", column_config={
         "confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent"),
-        "MNIST test accuracy": st.column_config.NumberColumn(format="%.4f")})
+        "MNIST test accuracy": st.column_config.NumberColumn(format="percent"),
+        "note": st.column_config.TextColumn(width="medium")})
     st.caption(f"All get the same `{method}`-reframed 28x28 input; transfer models resize it internally.")

@@ -44,8 +44,9 @@ except OSError as e:  # the chosen run's model vanished between listing and read
 st.caption(view.identity_caption(identity))
 if dataset.missing_classes():
     missing = ", ".join(map(str, dataset.missing_classes()))
-    st.warning(f"This data set has no images of digit(s) {missing}: their recall and F1 are 0 by convention "
-               "and they pull the macro averages down.")
+    st.warning(f"This data set has no images of digit(s) {missing}: the macro averages count their recall and F1 "
+               "(and their precision, when the model never answers them) as 0, which pulls them down (the "
+               "per-digit table shows their recall as n/a); the accuracy is not affected.")
 
 # The shipped model under None: the model process's predictor (one load per server).
 model_arg = chosen.path

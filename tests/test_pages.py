@@ -206,6 +206,18 @@ def test_draw_page_compares_the_other_models():
     assert table["predicted digit"].notna().all()
 
 
+def test_draw_page_compares_the_shipped_model_and_not_the_model_under_test():
+    at = AppTest.from_file("../pages/draw.py", default_timeout=TIMEOUT).run()
+    at.selectbox(key="draw_model").set_value("mlp-mnist-subset").run()
+    _upload(at, "one.png", png(canvas([((140, 50), (140, 230))], rgba=False)))
+    at.toggle(key="others").set_value(True).run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert "Reused model: Keras simple MNIST convnet" in set(table["model"])
+    assert "MLP 256-128 on the embedded MNIST subset" not in set(table["model"])
+    assert "note" not in table.columns  # every model answered
+
+
 def test_draw_page_saves_a_labelled_digit_to_my_digits(tmp_path):
     from core.datasets import load_target
 
@@ -217,6 +229,9 @@ def test_draw_page_saves_a_labelled_digit_to_my_digits(tmp_path):
     assert not at.exception
     collected = load_target("collected")
     assert collected.labels.tolist() == [7] and collected.images[0].shape[:2] == (280, 280)
+    at.button(key="save").click().run()  # a second click on the same drawing
+    assert not at.exception and "Already saved as a 7" in at.toast[0].value
+    assert load_target("collected").labels.tolist() == [7]  # no copy
 
 
 # --- Draw page: both screens, stages you can see, small defects (issue 8) ---

@@ -276,6 +276,29 @@ def test_rates_table_puts_each_interval_beside_its_value_and_marks_the_weakest()
     assert marked == {(2, "recall (95 % CI)"), (2, "F1"), (3, "precision (95 % CI)")}
 
 
+def _marked(styler) -> set:
+    styler._compute()
+    return {(r, styler.data.columns[c]) for (r, c), css in styler.ctx.items() if css}
+
+
+def test_a_perfect_set_marks_no_weakest_digit_and_no_errors():
+    # five saved digits, all read right (a new user's walk-through): nothing to highlight
+    from core.evaluation import per_digit
+    import pandas as pd
+
+    from core.report import COUNT_COLUMNS, rates_frame
+    from ui.report_view import counts_table, rates_table
+
+    y = np.array([1, 3, 5, 7, 9])
+    assert _marked(rates_table(rates_frame(per_digit(y, y)))) == set()
+    counts = pd.DataFrame(per_digit(y, y))[COUNT_COLUMNS]
+    assert _marked(counts_table(counts)) == set()
+    y_pred = y.copy()
+    y_pred[0] = 7  # one 1 read as 7: a false negative of 1, a false positive of 7
+    counts = pd.DataFrame(per_digit(y, y_pred))[COUNT_COLUMNS]
+    assert _marked(counts_table(counts)) == {(1, "fn"), (7, "fp")}
+
+
 def test_small_shares_are_not_written_as_zero_and_shades_follow_the_share():
     from core.evaluation import BLANK
     from core.report import confusion_frame
@@ -329,3 +352,9 @@ def _zip(entries) -> bytes:
         for name, data in entries:
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def test_my_digits_with_nothing_saved_is_a_note_not_an_error():
+    at = report_page(source="collected")
+    assert not at.exception and not at.error
+    assert "No digits saved yet" in at.info[0].value and not at.metric

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core import datasets
-from core.errors import DatasetError
+from core.errors import DatasetError, NothingYetError
 
 
 def png(value=0) -> bytes:
@@ -92,7 +92,7 @@ def test_folder_target_and_links_not_followed(tmp_path):
 
 
 def test_collected_digits_round_trip():
-    with pytest.raises(DatasetError, match="No collected digits"):
+    with pytest.raises(NothingYetError, match="No digits saved yet"):
         datasets.load_target("collected")
     img = np.full((280, 280), 255, np.uint8)
     img[40:240, 130:150] = 0

@@ -371,9 +371,20 @@ def rates_table(rates: pd.DataFrame):
     def highlight(column: pd.Series) -> list[str]:
         name = weakest[column.name]
         values = rates[name].where(defined[name])
-        return ["background-color: #fdd" if v == values.min() else "" for v in values]
+        return _mark(values, values.min(), values.min() < values.max())  # all equal: none is the weakest
 
     return shown.style.apply(highlight, subset=list(weakest)).hide(axis="index")
+
+
+def _mark(values, which, any_at_all: bool) -> list[str]:
+    """The style of the cells equal to `which` (highlighted), when `any_at_all`."""
+    return ["background-color: #fdd" if any_at_all and v == which else "" for v in values]
+
+
+def counts_table(counts: pd.DataFrame):
+    """TP, TN, FP, FN per digit with the most false positives and false negatives highlighted (none when a column
+    has no error at all)."""
+    return counts.style.apply(lambda c: _mark(c, c.max(), c.max() > 0), subset=["fp", "fn"]).hide(axis="index")
 
 
 @st.fragment
@@ -386,7 +397,7 @@ def per_digit_view(ctx: Context) -> None:
     counts = per[report.COUNT_COLUMNS]
     # Ten rows each: static tables (HTML), which the browser lays out at once; an interactive grid costs this
     # view switch twice as much (bench/page_speed.py) and adds nothing to ten rows.
-    st.table(counts.style.highlight_max(subset=["fp", "fn"], color="#fdd").hide(axis="index"))
+    st.table(counts_table(counts))
     csv_download("Download TP/TN/FP/FN (CSV)", counts, f"per-digit-counts-{ev.target}-{ctx.method}.csv", "dl_counts")
     st.markdown("**Accuracy, recall, precision, F1 per digit**, recall and precision with their 95 % Wilson "
                 "interval (weakest highlighted)")

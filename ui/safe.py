@@ -77,8 +77,11 @@ def md_escape(text: object) -> str:
 
 
 def show_error(e: BaseException, where=st) -> None:
-    """A DigitLabError for the user, as st.error; its message may quote file names, so it is escaped."""
-    where.error(md_escape(e))
+    """A DigitLabError for the user, as st.error (st.info for a data set with nothing in it yet); its message
+    may quote file names, so it is escaped."""
+    from core.errors import NothingYetError
+
+    (where.info if isinstance(e, NothingYetError) else where.error)(md_escape(e))
 
 
 def shown_path(path) -> str:
