@@ -147,7 +147,8 @@ def automation_frame(rows: list[dict]) -> pd.DataFrame:
 
     return pd.DataFrame([{"predicted digit": r["digit"], "images": r["predicted"], "threshold": r["threshold"],
                           "automated": r["coverage"], "automated images": r["accepted"], "accuracy": r["accuracy"],
-                          "accuracy_low": r["low"], "accuracy_high": r["high"]} for r in rows])
+                          "accuracy_low": r["low"], "accuracy_high": r["high"], "too few": bool(r.get("too_few"))}
+                         for r in rows])
 
 
 def usual_confusions(summary: dict, digit: int, top: int = 2) -> list[tuple[str, int]]:

@@ -13,7 +13,7 @@ from core.config import data_home, read_only
 from core.errors import DigitLabError
 from core.runs import runs_with_models
 from core.storage import atomic_write_bytes
-from ui import render
+from ui import cache, render
 from ui.nav import ensure_app_navigation
 from ui.safe import guarded, md_escape, read_only_note, show_error
 
@@ -49,9 +49,15 @@ else:
     models = {"": "Shipped reused model (simple CNN)"}
     models.update({r.path: r.title for r in runs_with_models() if r.id != "reused-cnn"})
     model = c2.selectbox("Model to adapt", list(models), format_func=models.get, key="adapt_model")
-    upload = None
+    upload, unusable = None, False
     if target == "upload":
         upload = st.file_uploader("A .zip of images in folders 0..9", type=["zip"], key="adapt_zip")
+    elif target == "collected":
+        try:
+            cache.target(target)  # nothing saved yet: said now, not by a job that fails later
+        except DigitLabError as e:
+            show_error(e)
+            unusable = True
     with st.form("adapt_form"):
         # Full width: at 1024 px a half-width picker hides its last values (a teacher must see what is queued).
         shots = st.multiselect("Labelled images per class (k)", SHOT_CHOICES,
@@ -66,7 +72,7 @@ else:
                                                          for k in SHOT_CHOICES],
                              key="adapt_keep", help="Kept models appear among the runs and can be used on every "
                                                     "page. Each must be among the strategies and k chosen.")
-        submitted = st.form_submit_button("Queue adaptation", type="primary")
+        submitted = st.form_submit_button("Queue adaptation", type="primary", disabled=unusable)
     if submitted:
         try:
             if target == "upload":

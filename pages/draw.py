@@ -158,11 +158,13 @@ if st.toggle(compare, key="others", disabled=not others):
     rows = []
     image_28 = results[method].reframed.image
     for r in others:
-        row = {"model": r.title, "architecture": r.architecture, "predicted digit": None, "confidence": None,
-               "MNIST test accuracy": r.test_accuracy, "note": ""}
+        # The answer first: at 1024 px the long titles would push it out of view. Shares in percent.
+        row = {"model": r.title, "predicted digit": None, "confidence": None,
+               "MNIST test accuracy": None if r.test_accuracy is None else 100 * r.test_accuracy,
+               "architecture": r.architecture, "note": ""}
         try:
             p = cache.quick_predictor(str(Path(r.path) / "model.keras")).predict_proba(image_28[None])[0]
-            row.update({"predicted digit": int(p.argmax()), "confidence": float(p.max())})
+            row.update({"predicted digit": int(p.argmax()), "confidence": 100 * float(p.max())})
         except DigitLabError as e:
             row["note"] = str(e)
         rows.append(row)
@@ -170,7 +172,8 @@ if st.toggle(compare, key="others", disabled=not others):
         for row in rows:
             del row["note"]  # a column only when a model could not answer
     st.dataframe(rows, hide_index=True, width="stretch", column_config={
-        "confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent"),
-        "MNIST test accuracy": st.column_config.NumberColumn(format="percent"),
+        "model": st.column_config.TextColumn(width="medium"),
+        "confidence": st.column_config.ProgressColumn(min_value=0, max_value=100, format="%.1f %%"),
+        "MNIST test accuracy": st.column_config.NumberColumn(format="%.1f %%"),
         "note": st.column_config.TextColumn(width="medium")})
     st.caption(f"All get the same `{method}`-reframed 28x28 input; transfer models resize it internally.")

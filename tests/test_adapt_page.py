@@ -93,3 +93,13 @@ def test_the_page_renders_without_tensorflow():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False"]
+
+
+def test_my_digits_with_nothing_saved_cannot_be_queued():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../pages/adapt.py", default_timeout=120).run()
+    at.selectbox(key="adapt_target").set_value("collected").run()
+    assert not at.exception and not at.error
+    assert "No digits saved yet" in at.info[0].value
+    assert at.button(key="FormSubmitter:adapt_form-Queue adaptation").disabled

@@ -215,6 +215,7 @@ def test_automation_view_follows_the_target_accuracy():
     table = at.table[0].value
     assert list(table["predicted digit"]) == list(range(10))
     assert all(v.endswith(" %") for v in table["automated"]) and "accuracy (95 % CI)" in table.columns
+    assert set(table["enough images to show it"]) <= {"yes"} | {f"no: {k} of 381" for k in range(381)}
     at.number_input(key="target_accuracy").set_value(95.0).run()
     lower = next(m.value for m in at.markdown if "Automate" in m.value)
     share = lambda s: float(re.search(r"Automate (\d+\.\d) %", s).group(1))  # noqa: E731
@@ -358,3 +359,19 @@ def test_my_digits_with_nothing_saved_is_a_note_not_an_error():
     at = report_page(source="collected")
     assert not at.exception and not at.error
     assert "No digits saved yet" in at.info[0].value and not at.metric
+
+
+def test_a_few_saved_digits_show_no_automation_threshold():
+    from core.datasets import save_collected
+    from tests.conftest import canvas
+
+    for _ in range(5):
+        save_collected(canvas([((140, 50), (140, 230))], rgba=False)[:, :, 0], 1)
+    at = report_page(source="collected", view="Automation")
+    assert not at.exception and not at.error
+    text = " ".join(m.value for m in at.markdown)
+    assert "**Too few images to show ≥ 99.0 % accuracy** (5 images accepted; at least 381" in text
+    assert "Too few images to show the target: no point is chosen." in " ".join(c.value for c in at.caption)
+    table = at.table[0].value
+    one = table[table["predicted digit"] == 1].iloc[0]
+    assert one["automated"] == "100.0 %" and one["enough images to show it"] == "no: 5 of 381"

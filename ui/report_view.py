@@ -444,7 +444,7 @@ def coverage_chart(summary: dict) -> dict:
          "encoding": {"x": {"datum": 0, "type": "quantitative"}, "y": {"field": "target", **y},
                       "text": {"field": "label"}}},
     ]
-    if a.get("threshold") is not None:
+    if a.get("threshold") is not None and not a.get("too_few"):  # too few images: no threshold is shown
         layers.append({"data": {"values": [{"coverage": a["coverage"], "accuracy": a["accuracy"],
                                             "threshold": a["threshold"]}]},
                        "mark": {"type": "point", "filled": True, "size": 130, "color": "#d62728"},
@@ -455,10 +455,14 @@ def coverage_chart(summary: dict) -> dict:
     return {"height": 340, "data": {"values": rows}, "layer": layers}
 
 
-def automation_table(table: pd.DataFrame):
-    """report.automation_frame to read: shares as the report writes them, the interval beside the accuracy."""
+def automation_table(table: pd.DataFrame, target_accuracy: float):
+    """report.automation_frame to read: shares as the report writes them, the interval beside the accuracy, and
+    whether the images accepted are enough to show the target at all (core.coverage.images_to_show)."""
     import pandas as pd
 
+    from core.coverage import images_to_show
+
+    needed = images_to_show(target_accuracy)
     return pd.DataFrame({
         "predicted digit": table["predicted digit"], "images": table["images"],
         "threshold": ["never predicted" if n == 0 else "none reaches the target" if pd.isna(v) else f"{v:.3f}"
@@ -466,6 +470,10 @@ def automation_table(table: pd.DataFrame):
         "automated": table["automated"].map(report.pct), "automated images": table["automated images"],
         "accuracy (95 % CI)": [_with_interval(*r) for r in
                                table[["accuracy", "accuracy_low", "accuracy_high"]].to_numpy(dtype=float)],
+        "enough images to show it": ["" if pd.isna(v) else f"no: {k:,} of {needed:,}" if few and needed else
+                                     "no: none can show 100 %" if few else "yes"
+                                     for v, k, few in zip(table["threshold"], table["automated images"],
+                                                          table["too few"])],
     }).style.hide(axis="index")
 
 
@@ -481,11 +489,12 @@ def automation_view(ctx: Context) -> None:
     st.vega_lite_chart(coverage_chart(s), key="coverage_chart", width="stretch")
     st.caption("Line: accuracy on the images accepted at each threshold (hover for the threshold); band: its 95 % "
                "interval; dashed: the target"
-               + ("; red dot: the threshold chosen, the lowest that keeps the target." if s["automation"].get(
+               + (". Too few images to show the target: no point is chosen." if s["automation"].get("too_few")
+                  else "; red dot: the threshold chosen, the lowest that keeps the target." if s["automation"].get(
                    "threshold") is not None else ". No threshold keeps the target: no point is chosen."))
     st.markdown("**Per predicted digit** (what a pipeline knows when it decides)")
     table = report.automation_frame(s["automation_per_digit"])
-    st.table(automation_table(table))  # ten rows: a static table, laid out at once and fitting 1024 px
+    st.table(automation_table(table, s["automation"]["target_accuracy"]))  # ten rows: a static table, laid out at once and fitting 1024 px
     csv_download("Download per predicted digit (CSV)", table,
                  f"automation-per-digit-{ctx.ev.target}-{ctx.method}.csv", "dl_automation")
     curve = pd.DataFrame(s["coverage"])
