@@ -93,8 +93,7 @@ def automation(y_true, y_pred, probabilities, target_accuracy: float = DEFAULT_T
     # A threshold accepts every image at or above it: only the last of a run of equal confidences is a cut.
     is_cut = np.append(c[1:] < c[:-1], True) & (c > 0)
     ok = is_cut & (correct / k >= target_accuracy - 1e-12)
-    out = {"target_accuracy": target_accuracy, "threshold": None, "coverage": 0.0, "accuracy": None,
-           "low": None, "high": None, "accepted": 0, "too_few": False}
+    out = _no_threshold(target_accuracy)
     if ok.any():
         i = int(np.flatnonzero(ok)[-1])
         low, high = wilson_interval(int(correct[i]), i + 1)
@@ -102,6 +101,12 @@ def automation(y_true, y_pred, probabilities, target_accuracy: float = DEFAULT_T
         out.update(threshold=float(c[i]), coverage=(i + 1) / n, accuracy=float(correct[i] / (i + 1)),
                    low=low, high=high, accepted=i + 1, too_few=needed is None or i + 1 < needed)
     return out
+
+
+def _no_threshold(target_accuracy: float) -> dict:
+    """The automation figure when no threshold reaches the target (or nothing is predicted)."""
+    return {"target_accuracy": target_accuracy, "threshold": None, "coverage": 0.0, "accuracy": None,
+            "low": None, "high": None, "accepted": 0, "too_few": False}
 
 
 def automation_per_digit(y_true, y_pred, probabilities, target_accuracy: float = DEFAULT_TARGET) -> list[dict]:
@@ -113,7 +118,6 @@ def automation_per_digit(y_true, y_pred, probabilities, target_accuracy: float =
     for d in range(10):
         sel = y_pred == d
         a = automation(y_true[sel], y_pred[sel], proba[sel], target_accuracy) if sel.any() else \
-            {"target_accuracy": target_accuracy, "threshold": None, "coverage": 0.0, "accuracy": None,
-             "low": None, "high": None, "accepted": 0, "too_few": False}
+            _no_threshold(target_accuracy)
         rows.append({"digit": d, "predicted": int(sel.sum()), **a})
     return rows

@@ -5,12 +5,12 @@ page showed waited for it in the model process (3.2-4.3 s, issue 8). OpenCV is i
 reframing uses it): it reads the twin in about a millisecond and runs one digit in well under one.
 
 `export_twin` (which needs TensorFlow: `python -m core twin --model M`) converts a Keras model with a batch of
-one, checks the twin against Keras on MNIST digits, and writes `<model file>.tflite` and `<model file>.tflite.json`
-beside the model file (`model.keras.tflite`). The JSON records the SHA-256 of both files, the OpenCV version the twin was checked with and the
-largest difference seen; `load_twin` uses a twin only while all three still hold, so a retrained model file or
-another OpenCV falls back to Keras rather than answer with a stale network, and OpenCV never reads a damaged
-file. A twin answers `predict_proba`
-and `describe`; the penultimate layer's features still come from Keras.
+one, checks the twin against Keras on MNIST digits, and writes `<model file>.tflite` and
+`<model file>.tflite.json` beside the model file (`model.keras.tflite`). The JSON records the SHA-256 of both
+files, the OpenCV version the twin was checked with and the largest difference seen; `load_twin` uses a twin
+only while all three still hold, so a retrained model file or another OpenCV falls back to Keras rather than
+answer with a stale network, and OpenCV never reads a damaged file. A twin answers `predict_proba` and
+`describe`; the penultimate layer's features still come from Keras.
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def quick_predictor(model_path: str | Path | None = None) -> TwinPredictor | Pre
 
 
 def _check_digits() -> np.ndarray:
-    """Reframed MNIST digits (model inputs): the held-out part of the embedded subset."""
+    """MNIST digits as model inputs: the held-out part of the embedded subset."""
     from core.datasets import load_mnist_subset
     from core.models import to_model_input
 

@@ -494,7 +494,8 @@ def automation_view(ctx: Context) -> None:
                    "threshold") is not None else ". No threshold keeps the target: no point is chosen."))
     st.markdown("**Per predicted digit** (what a pipeline knows when it decides)")
     table = report.automation_frame(s["automation_per_digit"])
-    st.table(automation_table(table, s["automation"]["target_accuracy"]))  # ten rows: a static table, laid out at once and fitting 1024 px
+    # ten rows: a static table, laid out at once and fitting 1024 px
+    st.table(automation_table(table, s["automation"]["target_accuracy"]))
     csv_download("Download per predicted digit (CSV)", table,
                  f"automation-per-digit-{ctx.ev.target}-{ctx.method}.csv", "dl_automation")
     curve = pd.DataFrame(s["coverage"])

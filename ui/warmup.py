@@ -41,13 +41,14 @@ WAIT_LIMIT_S = 300.0
 #: before the page runs, so a first page that needs a model does not load it in the server), or at once when a
 #: page waits for it. The Draw page does not cut it short: the shipped model's OpenCV twin answers its strokes
 #: meanwhile (core/twin.py; a stroke drawn the moment a fresh server showed the canvas: 0.47-0.52 s with the
-#: quiet spell, 0.42-0.76 s with the child launched as the page opened; 3 servers each, interleaved). Why wait
-#: at all: a page's last messages still have to reach the browser, which renders it on the same CPUs, and a
-#: starting child competes with both even at a lower priority (Home on a fresh server, 4 servers each: median 1.78 s starting right after the page, 1.16 s one second
-#: after it, 1.20 s with no warm-up). Why a quiet spell and not a fixed delay: Training Runs opened right after
-#: Home took 1.97-4.07 s with the child launched 1.5 s after Home began, in the middle of it (bench/page_speed.py,
-#: 3 runs). Why 3 s: with 1.5 s, the child still launched while the browser drew Training Runs' first visit
-#: (1.98-2.53 s in 3 bench runs at 300bd31; 1.39-1.62 s medians with no warm-up in probes).
+#: quiet spell, 0.42-0.76 s with the child launched as the page opened; 3 servers each, interleaved).
+#: Why wait at all: a page's last messages still have to reach the browser, which renders it on the same CPUs,
+#: and a starting child competes with both even at a lower priority (Home on a fresh server, 4 servers each:
+#: median 1.78 s starting right after the page, 1.16 s one second after it, 1.20 s with no warm-up). Why a
+#: quiet spell and not a fixed delay: Training Runs opened right after Home took 1.97-4.07 s with the child
+#: launched 1.5 s after Home began, in the middle of it (bench/page_speed.py, 3 runs). Why 3 s: with 1.5 s, the
+#: child still launched while the browser drew Training Runs' first visit (1.98-2.53 s in 3 bench runs at
+#: 300bd31; 1.39-1.62 s medians with no warm-up in probes).
 START_DELAY_S = 3.0
 
 _lock = threading.Lock()
