@@ -765,8 +765,9 @@ def load_target(target: str) -> Dataset:
     if target == "mnist-test":
         return load_mnist_target()
     if target == "collected":
-        folder = collected_dir()
-        if not folder.is_dir() or not any(f.is_file() for f in folder.rglob("*")):  # all deleted counts too
+        from core.collected import list_collected
+
+        if not list_collected():  # never saved, or all deleted since: what the My digits page counts
             raise NothingYetError("No digits saved yet: draw digits on the Draw page and save each with its label "
                                   "(Save to my digits).")
         ds = load_folder(collected_dir(), name="collected")
