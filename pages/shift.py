@@ -52,7 +52,7 @@ shrunk = (result.distances["verdict"].isin(["closed", "narrowed"])).sum()
 left = (result.distances["scaled_after"] >= shift.NOTICEABLE).sum()
 m[2].metric("Gaps shrunk", f"{shrunk} of {len(result.distances)}",
             help="Properties whose gap reframing closed, or narrowed to half or less.")
-m[3].metric("Gaps still noticeable", f"{left} of {len(result.distances)}",
+m[3].metric("Gaps still open", f"{left} of {len(result.distances)}",
             help=f"Properties whose distance after reframing is at least {shift.NOTICEABLE} source standard "
                  "deviations; a gap narrowed by reframing can still be one.")
 if tgt.dropped:

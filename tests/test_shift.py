@@ -264,7 +264,7 @@ def test_shift_page_renders_on_sklearn_digits(small_source):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Target images"] == "1,797"
     # "shrunk" and "still noticeable" may overlap (a narrowed gap can stay): the labels must not read as a split
-    assert list(metrics)[2:] == ["Gaps shrunk", "Gaps still noticeable"]
+    assert list(metrics)[2:] == ["Gaps shrunk", "Gaps still open"]
     assert len(at.dataframe[0].value) == len(shift.PROPERTIES)
     at.radio(key="method").set_value("naive").run()
     assert not at.exception
