@@ -38,23 +38,27 @@ with placeholder.status("Measuring image properties...", expanded=False) as stat
     src = shift_view.source_properties(method)
     status.update(label=f"Measuring {len(dataset):,} target images before and after `{method}` reframing (2/2)...")
     tgt = shift_view.target_properties(dataset, shift_view.dataset_key(dataset), method)
+    if len(tgt):
+        status.update(label=f"Measuring what {len(tgt):,} MNIST digits differ by chance...")
+        chance = shift_view.chance_levels(method, len(tgt))
 placeholder.empty()
 if len(tgt) == 0:
     st.error("No image of this data set has ink after reframing: there is nothing to measure.")
     st.stop()
-result = shift.analyse(src, tgt)
+result = shift.analyse(src, tgt, chance)
 
 m = st.columns(4)
 m[0].metric("MNIST digits", f"{len(src):,}")
 m[1].metric("Target images", f"{len(tgt):,}",
             help=f"{len(tgt.dropped)} left out (blank after reframing, or unreadable)" if tgt.dropped else None)
 shrunk = (result.distances["verdict"].isin(["closed", "narrowed"])).sum()
-left = (result.distances["scaled_after"] >= shift.NOTICEABLE).sum()
+left = result.distances["open_after"].sum()
 m[2].metric("Gaps shrunk", f"{shrunk} of {len(result.distances)}",
             help="Properties whose gap reframing closed, or narrowed to half or less.")
 m[3].metric("Gaps still open", f"{left} of {len(result.distances)}",
             help=f"Properties whose distance after reframing is at least {shift.NOTICEABLE} source standard "
-                 "deviations; a gap narrowed by reframing can still be one.")
+                 "deviations, and more than this many MNIST digits show by chance; a gap narrowed by reframing can "
+                 "still be one.")
 if tgt.dropped:
     with st.expander(f"{len(tgt.dropped)} target images left out"):
         st.text("\n".join(tgt.dropped[:500]))
@@ -66,9 +70,11 @@ st.subheader("Distance per property")
 st.caption("Wasserstein distance (earth mover's distance) between the source's and the target's values, in the "
            "property's unit, and divided by the spread (standard deviation) of MNIST as given, so that properties "
            f"compare. Verdicts: a gap under {shift.NOTICEABLE} standard deviations is none; *closed* ends under "
-           f"it; *narrowed* at most {shift.NARROWED:.0%} of before; *widened* at least {shift.WIDENED:.0%}.")
+           f"it; *narrowed* at most {shift.NARROWED:.0%} of before; *widened* at least {shift.WIDENED:.0%}; "
+           f"*unsure* rests on a gap no larger than *chance*: the distance {len(tgt):,} MNIST digits drawn at random "
+           "show.")
 # Units and the change are in the CSV and under "How each property is measured": the table fits 1024 px.
-table = result.distances[["label", "before", "after", "scaled_before", "scaled_after", "verdict"]]
+table = result.distances[["label", "before", "after", "scaled_before", "scaled_after", "chance", "verdict"]]
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     "label": st.column_config.TextColumn("property"),
     "before": st.column_config.NumberColumn("before", format="%.3f",
@@ -79,6 +85,11 @@ st.dataframe(table, hide_index=True, width="stretch", column_config={
                                                    help="Before, in standard deviations of MNIST as given"),
     "scaled_after": st.column_config.NumberColumn("after (SD)", format="%.2f",
                                                   help="After, in standard deviations of MNIST as given"),
+    "chance": st.column_config.NumberColumn(
+        "chance (SD)", format="%.2f",
+        help=f"What {len(tgt):,} MNIST digits drawn at random show against MNIST, before or after reframing, "
+             f"with no shift at all ({shift.CHANCE_PERCENTILE}th percentile of {shift.CHANCE_DRAWS} draws): a "
+             "smaller gap may be chance"),
 })
 st.download_button("Download distances (CSV)", result.distances.to_csv(index=False),
                    f"shift-{result.target.name}-{method}.csv", "text/csv", key="dl_distances")

@@ -141,13 +141,14 @@ def test_scaled_distance_divides_by_the_sources_spread_with_a_floor():
 # --- explanation follows the numbers ---------------------------------------------------------------------------
 
 def table(**scaled):
-    """A before_after table whose scaled distances are given per property as (before, after); others 0."""
+    """A before_after table whose scaled distances are given per property as (before, after) or (before, after,
+    chance before, chance after); others 0."""
     rows = []
     for p, (label, unit, _) in shift.PROPERTIES.items():
-        b, a = scaled.get(p, (0.0, 0.0))
+        b, a, cb, ca = (tuple(scaled.get(p, (0.0, 0.0))) + (0.0, 0.0))[:4]
         rows.append({"property": p, "label": label, "unit": unit, "group": shift.GROUPS[p], "before": b,
                      "after": a, "scale": 1.0, "scaled_before": b, "scaled_after": a, "change": a - b,
-                     "verdict": shift.verdict(b, a)})
+                     "verdict": shift.verdict(b, a, cb, ca)})
     return pd.DataFrame(rows)
 
 
@@ -155,6 +156,32 @@ def table(**scaled):
                                             (3.0, 1.5, "narrowed"), (1.0, 0.8, "remains"), (1.0, 1.6, "widened")])
 def test_verdict_thresholds(b, a, expected):
     assert shift.verdict(b, a) == expected
+
+
+@pytest.mark.parametrize("b, a, chance_b, chance_a, expected", [
+    (0.1, 0.2, 0.9, 0.9, "none"),  # no gap either way: chance changes nothing
+    (3.0, 0.1, 0.5, 0.5, "closed"),  # a gap well beyond chance, closed
+    (0.4, 0.1, 0.6, 0.6, "unsure"),  # "closed", but the gap before was within chance
+    (0.1, 0.9, 0.0, 1.2, "unsure"),  # "opened", within chance
+    (0.1, 0.9, 0.0, 0.5, "opened"),
+    (3.0, 1.4, 0.1, 2.0, "narrowed"),  # chance only adds to a distance: narrowing needs no check after
+    (1.0, 0.8, 0.3, 0.9, "unsure"),  # "remains", within chance after
+    (1.0, 1.6, 1.2, 0.1, "unsure"),  # "widened" from a gap within chance
+    (1.0, 1.6, 0.5, 0.5, "widened"),
+    (1.0, 0.8, float("nan"), float("nan"), "remains"),  # an unknown chance level doubts nothing
+])
+def test_verdict_within_chance_is_unsure(b, a, chance_b, chance_a, expected):
+    assert shift.verdict(b, a, chance_b, chance_a) == expected
+
+
+def test_chance_distance_shrinks_with_the_number_of_images():
+    rng = np.random.default_rng(0)
+    source = pd.DataFrame({p: rng.normal(0, 1, 3000) for p in shift.PROPERTIES})
+    scale = shift.source_scale(source)
+    few, many = (shift.chance_distance(source, n, scale) for n in (10, 1000))
+    assert (few > shift.NOTICEABLE).all() and (many < shift.NOTICEABLE).all()
+    assert (few > 3 * many).all()  # about sqrt(100) = 10 times: a distance to n draws shrinks as 1 / sqrt(n)
+    pd.testing.assert_series_equal(few, shift.chance_distance(source, 10, scale))  # random_state: reproducible
 
 
 @pytest.mark.parametrize("scaled, must, must_not", [
@@ -178,6 +205,9 @@ def test_verdict_thresholds(b, a, expected):
       "position (centre-of-mass offset 0.10 -> 0.90)"], ["handwriting"]),
     # no gap anywhere
     ({"slant": (0.1, 0.1)}, ["looks like MNIST on every measured property"], ["closes", "largest"]),
+    # a gap within chance is named as such, never as one reframing left, and nothing claims it closed none
+    ({"slant": (0.6, 0.6, 0.8, 0.8)}, ["Too few target images to tell: the gaps in handwriting style (slant 0.60 "
+                                       "-> 0.60)"], ["closes none", "largest gap", "handwriting itself"]),
 ])
 def test_explanation_says_what_the_numbers_say(scaled, must, must_not):
     text = " ".join(shift.explain_shift(table(**scaled)))
@@ -217,6 +247,38 @@ def test_sklearn_digits_paper_reframing_closes_polarity_and_position_not_slant(s
     text = " ".join(r.explanation)
     assert "closes the gaps in polarity" in text and "slant" in text
     assert len(r.target) == 1797 and len(r.long_table()) == 2 * (1000 + 1797)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_twenty_mnist_digits_as_target_show_no_gap_only_chance(small_source, seed):
+    """20 other MNIST digits differ from MNIST by chance alone: without the chance level, 2 to 5 of the eight
+    properties were called gaps left ("remains", "opened", "widened") for these four draws."""
+    from core.datasets import load_mnist_target
+
+    full = load_mnist_target()
+    others = np.setdiff1d(np.arange(len(full)), shift.stratified_sample(full.labels, 1000))  # not in the source
+    twenty = full.subset(others[shift.stratified_sample(full.labels[others], 20, seed=seed)], name="twenty")
+    r = shift.analyse(shift.domain_properties(small_source, "paper"), shift.domain_properties(twenty, "paper"))
+    assert set(r.distances["verdict"]) <= {"none", "unsure"}
+    assert not r.distances["open_after"].any()
+    text = " ".join(r.explanation)
+    assert "largest gap" not in text and "handwriting itself" not in text
+    if "unsure" in set(r.distances["verdict"]):
+        assert "Too few target images to tell" in text and "20 MNIST digits drawn at random" in text
+
+
+def test_twenty_scikit_learn_digits_still_show_their_real_gaps(small_source):
+    from core.datasets import load_sklearn_digits
+
+    digits = load_sklearn_digits()
+    twenty = digits.subset(shift.stratified_sample(digits.labels, 20), name="twenty")
+    src, tgt = shift.domain_properties(small_source, "paper"), shift.domain_properties(twenty, "paper")
+    r = shift.analyse(src, tgt)
+    d = r.distances.set_index("property")
+    assert (d["chance_after"] > shift.NOTICEABLE).sum() >= 4  # 20 MNIST digits differ from MNIST this much...
+    assert d.at["background", "verdict"] == "closed"
+    assert d.at["slant", "verdict"] == "remains"  # ...and these differ more: the style gap is no chance
+    pd.testing.assert_frame_equal(shift.analyse(src, tgt, shift.chance_levels(src, 20)).distances, r.distances)
 
 
 def test_penultimate_features_have_the_width_of_the_last_dense_input():
@@ -266,6 +328,7 @@ def test_shift_page_renders_on_sklearn_digits(small_source):
     # "shrunk" and "still noticeable" may overlap (a narrowed gap can stay): the labels must not read as a split
     assert list(metrics)[2:] == ["Gaps shrunk", "Gaps still open"]
     assert len(at.dataframe[0].value) == len(shift.PROPERTIES)
+    assert "chance" in at.dataframe[0].value.columns
     at.radio(key="method").set_value("naive").run()
     assert not at.exception
     assert "closes none of the measured gaps" in " ".join(m.value for m in at.markdown)
@@ -279,7 +342,9 @@ def test_cli_shift_json(small_source, capsys):
     assert out["target"] == "sklearn-digits" and out["reframing"] == "paper"
     assert out["n_source"] == 1000 and out["n_target"] == 1797
     assert [d["property"] for d in out["distances"]] == list(shift.PROPERTIES)
-    assert set(out["distances"][0]) >= {"before", "after", "scaled_before", "scaled_after", "change", "verdict"}
+    assert set(out["distances"][0]) >= {"before", "after", "scaled_before", "scaled_after", "change", "verdict",
+                                        "chance_before", "chance_after", "open_after"}
+    assert out["thresholds"]["chance_draws"] == shift.CHANCE_DRAWS
     assert all(isinstance(s, str) for s in out["explanation"]) and out["explanation"]
     assert main(["shift", "--target", "sklearn-digits", "--reframing", "naive"]) == 0
     assert "closes none of the measured gaps" in capsys.readouterr().out

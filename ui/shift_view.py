@@ -29,6 +29,13 @@ def source_properties(method: str) -> shift.DomainProperties:
     return shift.domain_properties(source_dataset(), method)
 
 
+@st.cache_data(show_spinner=False, max_entries=24)
+def chance_levels(method: str, n: int) -> pd.DataFrame:
+    """What n MNIST digits show by chance (core.shift.chance_levels): about 1.5 s, the same for every target of n
+    images, so kept per method and n."""
+    return shift.chance_levels(source_properties(method), n)
+
+
 @st.cache_data(show_spinner=False, max_entries=12)
 def target_properties(_dataset, key: str, method: str) -> shift.DomainProperties:
     # Keyed by the data set's content hash (key), not by hashing the images on every rerun.
