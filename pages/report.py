@@ -1,4 +1,5 @@
 """Reused-model report: the paper's evaluation tables on any labelled digit data set, for any model."""
+import functools
 from pathlib import Path
 
 import streamlit as st
@@ -55,6 +56,8 @@ computed = []  # set when this run evaluates: the bar then stays until the page 
 
 
 def load_model():
+    """The model for this page's evaluation, said on its bar. Not for the views: a view's own control reruns that
+    view alone (a fragment), which may not write to the bar, an element outside it."""
     computed.append(True)
     bar.progress(0.0, text="Loading the model (TensorFlow starts once per process)...")
     return cache.predictor(model_arg)
@@ -85,7 +88,8 @@ if ev.skipped:
 token = f"{view.dataset_token(source, dataset)}-{identity['sha256'][:12]}-{method}"
 target_pct = st.session_state.get("target_accuracy", 99.0)
 summary = view.analysis(token, ev, target_pct / 100)
-ctx = view.Context(dataset, ev, summary, method, model_path, identity["sha256"][:16], identity, load_model, token)
+ctx = view.Context(dataset, ev, summary, method, model_path, identity["sha256"][:16], identity,
+                   functools.partial(cache.predictor, model_arg), token)
 
 low, high = summary["accuracy_ci"]
 # A wrapping row: at 1024 px with the sidebar open, wider metrics would not fit side by side and be cut.

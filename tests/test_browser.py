@@ -271,6 +271,29 @@ def test_report_matrix_shows_shares_and_keeps_them_when_a_cell_is_clicked(server
         page.close()
 
 
+def test_a_control_inside_a_report_view_reruns_that_view_without_error(server, browser):
+    """A control inside a Report view reruns that view alone (a fragment), and a fragment may not write to an
+    element outside it. AppTest reruns whole pages, so only a browser shows it: the Numbers view's button, whose
+    first read loads the model, wrote to the page's progress bar ("Something went wrong on this page")."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{server}/report", timeout=60_000)
+        page.get_by_test_id("stMetric").filter(has_text="Accuracy").first.wait_for(timeout=180_000)
+        _settle(page)
+        page.locator(".st-key-view button").filter(has_text="Numbers").first.click()
+        read = page.get_by_role("button", name="Read the 300 built-in numbers")
+        read.wait_for(timeout=60_000)
+        _settle(page)
+        read.click()
+        done = page.get_by_test_id("stMetric").filter(has_text="Numbers read exactly right").first
+        error = page.get_by_text("Something went wrong on this page").first
+        done.or_(error).wait_for(timeout=180_000)
+        assert not error.is_visible()
+        assert done.is_visible()
+    finally:
+        page.close()
+
+
 @pytest.mark.parametrize("size", SCREENS, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_run_curves_show_their_whole_legend_and_a_click_singles_a_run_out(server, browser, size):
     """The overlay's legend lies inside the screen (Streamlit gives each panel the column's width, so a legend
