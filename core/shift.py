@@ -312,26 +312,35 @@ def chance_distance(source_df: pd.DataFrame, n: int, scale: pd.Series, draws: in
     return pd.Series(out)
 
 
+def gap_state(scaled: float, chance: float = 0.0) -> str:
+    """One scaled distance, given what the target's number of images shows by chance (`chance_distance`):
+    "gap" (at least NOTICEABLE and beyond chance), "none" (under NOTICEABLE, with chance under it too, so that
+    this many images could have shown a gap) or "unsure" (either within chance)."""
+    chance = 0.0 if not np.isfinite(chance) else chance  # an unknown chance level doubts nothing
+    if scaled >= NOTICEABLE:
+        return "gap" if scaled >= chance else "unsure"
+    return "none" if chance < NOTICEABLE else "unsure"
+
+
 def verdict(scaled_before: float, scaled_after: float, chance_before: float = 0.0, chance_after: float = 0.0) -> str:
     """What reframing did to one gap, from its scaled distances (thresholds NOTICEABLE, NARROWED, WIDENED) and
-    the distances the target's number of images shows by chance (`chance_distance`).
-
-    A gap counts when it reaches NOTICEABLE; a claim that rests on a gap within chance is "unsure". A gap
-    narrowed or closed needs no such check after reframing: chance only adds to a measured distance.
-    """
+    what the target's number of images shows by chance (`gap_state` of each): "unsure" when a state is, unless a
+    gap before is at least twice what is left after it even with chance added."""
     b, a = scaled_before, scaled_after
-    sure_b, sure_a = not b < chance_before, not a < chance_after  # an unknown (NaN) chance level doubts nothing
-    if b < NOTICEABLE and a < NOTICEABLE:
+    states = gap_state(b, chance_before), gap_state(a, chance_after)
+    if states == ("none", "none"):
         return "none"
-    if b < NOTICEABLE:
-        return "opened" if sure_a else "unsure"
-    if a < NOTICEABLE or a <= NARROWED * b:
-        if not sure_b:
-            return "unsure"
-        return "closed" if a < NOTICEABLE else "narrowed"
-    if not (sure_b and sure_a):
-        return "unsure"
-    return "widened" if a >= WIDENED * b else "remains"
+    if states == ("none", "gap"):
+        return "opened"
+    if states == ("gap", "none"):
+        return "closed"
+    if states == ("gap", "gap"):
+        if a <= NARROWED * b:
+            return "narrowed"
+        return "widened" if a >= WIDENED * b else "remains"
+    if states[0] == "gap" and a + (chance_after if np.isfinite(chance_after) else 0.0) <= NARROWED * b:
+        return "narrowed"
+    return "unsure"
 
 
 def chance_levels(source: DomainProperties, n: int) -> pd.DataFrame:
@@ -365,8 +374,7 @@ def before_after(source: DomainProperties, target: DomainProperties,
                      "before": b.at[p, "distance"], "after": a.at[p, "distance"], "scale": scale[p],
                      "scaled_before": sb, "scaled_after": sa, "change": sa - sb,
                      "chance_before": cb[p], "chance_after": ca[p], "chance": max(cb[p], ca[p]),
-                     # a gap left after reframing: noticeable, and more than chance
-                     "open_after": bool(sa >= NOTICEABLE and not sa < ca[p]),
+                     "open_after": gap_state(sa, ca[p]) == "gap",  # a gap left after reframing
                      "verdict": verdict(sb, sa, cb[p], ca[p])})
     return pd.DataFrame(rows)
 
@@ -412,8 +420,9 @@ def explain_shift(distances: pd.DataFrame, n_target: int | None = None) -> list[
         out.append(f"It opens gaps that were not there before in {_by_group(d, by['opened'])}.")
     if by["unsure"]:
         few = f"{n_target:,} MNIST digits" if n_target else "as many MNIST digits"
-        out.append(f"Too few target images to tell: the gaps in {_by_group(d, by['unsure'])} are no larger than "
-                   f"{few} drawn at random show by chance. More target images would tell.")
+        out.append(f"Too few target images to tell whether reframing leaves a gap in {_by_group(d, by['unsure'])}: "
+                   f"{few} drawn at random differ from MNIST about as much by chance. More target images would "
+                   "tell.")
     style = [p for p in by["remains"] + by["widened"] + by["opened"] if GROUPS[p] == "handwriting style"]
     if style:
         out.append("The handwriting itself still differs ("

@@ -57,8 +57,13 @@ m[2].metric("Gaps shrunk", f"{shrunk} of {len(result.distances)}",
             help="Properties whose gap reframing closed, or narrowed to half or less.")
 m[3].metric("Gaps still open", f"{left} of {len(result.distances)}",
             help=f"Properties whose distance after reframing is at least {shift.NOTICEABLE} source standard "
-                 "deviations, and more than this many MNIST digits show by chance; a gap narrowed by reframing can "
-                 "still be one.")
+                 f"deviations, and more than {len(tgt):,} MNIST digits drawn at random show by chance; a gap narrowed "
+                 "by reframing can still be one.")
+unsure = int((result.distances["verdict"] == "unsure").sum())
+if unsure:
+    st.caption(f"**Unsure** for {unsure} of {len(result.distances)} properties: {len(tgt):,} target images are too "
+               "few to tell a gap there from chance (the table's *chance* column). Neither count above includes "
+               "them.")
 if tgt.dropped:
     with st.expander(f"{len(tgt.dropped)} target images left out"):
         st.text("\n".join(tgt.dropped[:500]))
@@ -69,10 +74,12 @@ st.markdown("\n".join(f"- {s}" for s in result.explanation))
 st.subheader("Distance per property")
 st.caption("Wasserstein distance (earth mover's distance) between the source's and the target's values, in the "
            "property's unit, and divided by the spread (standard deviation) of MNIST as given, so that properties "
-           f"compare. Verdicts: a gap under {shift.NOTICEABLE} standard deviations is none; *closed* ends under "
+           "compare; where MNIST hardly varies, by a minimum instead (paper brightness 0.05: every MNIST background "
+           "is black; digit size 0.5 px: nearly every MNIST digit is 20 px on its longer side)."
+           f" Verdicts: a gap under {shift.NOTICEABLE} standard deviations is none; *closed* ends under "
            f"it; *narrowed* at most {shift.NARROWED:.0%} of before; *widened* at least {shift.WIDENED:.0%}; "
-           f"*unsure* rests on a gap no larger than *chance*: the distance {len(tgt):,} MNIST digits drawn at random "
-           "show.")
+           f"*unsure*: a distance within *chance* (what {len(tgt):,} MNIST digits drawn at random show), or chance "
+           f"itself over {shift.NOTICEABLE}, so that these images could not have shown a gap.")
 # Units and the change are in the CSV and under "How each property is measured": the table fits 1024 px.
 table = result.distances[["label", "before", "after", "scaled_before", "scaled_after", "chance", "verdict"]]
 st.dataframe(table, hide_index=True, width="stretch", column_config={
@@ -87,9 +94,9 @@ st.dataframe(table, hide_index=True, width="stretch", column_config={
                                                   help="After, in standard deviations of MNIST as given"),
     "chance": st.column_config.NumberColumn(
         "chance (SD)", format="%.2f",
-        help=f"What {len(tgt):,} MNIST digits drawn at random show against MNIST, before or after reframing, "
-             f"with no shift at all ({shift.CHANCE_PERCENTILE}th percentile of {shift.CHANCE_DRAWS} draws): a "
-             "smaller gap may be chance"),
+        help=f"The distance from MNIST of {len(tgt):,} MNIST digits drawn at random, with no shift at all: the "
+             f"{shift.CHANCE_PERCENTILE}th percentile over {shift.CHANCE_DRAWS} such draws, the larger of before "
+             "and after. A gap within it may be chance."),
 })
 st.download_button("Download distances (CSV)", result.distances.to_csv(index=False),
                    f"shift-{result.target.name}-{method}.csv", "text/csv", key="dl_distances")
