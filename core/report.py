@@ -188,9 +188,13 @@ def cell_order(ev: Evaluation, true_digit: int, predicted: int) -> list[int]:
     return [int(i) for i in idx[np.argsort(-conf, kind="stable")]]
 
 
-def tile_caption(ev: Evaluation, i: int, files: list[str] | None = None) -> str:
-    """'scan12.png: true 3, read 8 (87 %)': the file name when known, else the image's number."""
+def tile_caption(ev: Evaluation, i: int, files: list[str] | None = None, max_name: int | None = None) -> str:
+    """'scan12.png: true 3, read 8 (87 %)': the file name when known, else the image's number; a name longer than
+    max_name is cut in the middle ('2026…bcd0000.png'), keeping its end, where scans and saved digits differ."""
     name = Path(files[i]).name if files and i < len(files) else f"#{i + 1}"
+    if max_name and len(name) > max_name:
+        head = max(1, max_name // 4)
+        name = name[:head] + "…" + name[-(max_name - head - 1):]
     p = int(ev.y_pred[i])
     said = "blank" if p == BLANK else f"read {p} ({ev.probabilities[i].max():.0%})"
     return f"{name}: true {int(ev.y_true[i])}, {said}"
@@ -353,7 +357,7 @@ def verdict(summary: dict, adaptation: dict | None = None, target_name: str | No
             lo, hi = wilson_interval(r["tp"], r["tp"] + r["fn"])
             conf = usual_confusions(summary, r["digit"])
             said = " or ".join(f"{'blank' if p == 'blank' else p} ({c} of {r['tp'] + r['fn']})" for p, c in conf)
-            parts.append(f"{r['digit']} (recall {pct(r['recall'])}, {ci_text(lo, hi)}; usually read as {said})")
+            parts.append(f"{r['digit']} (recall {pct(r['recall'])}, {ci_text(lo, hi)}; most often misread as {said})")
         word = "Weakest digit" if len(parts) == 1 else "Weakest digits"
         out.append(f"{word}: {' and '.join(parts)}.")
     a = summary.get("automation") or {}
@@ -428,18 +432,27 @@ def recall_svg(summary: dict, comparison: dict[str, Evaluation] | None = None) -
                          x_label="true digit", y_label="recall")
 
 
+def coverage_floor(rows: list[dict], target_accuracy: float) -> float:
+    """The lower edge of a risk-coverage chart's accuracy axis (rows: the coverage rows with images accepted), a
+    multiple of 5 %: under the curve, the target and the band where every image is accepted, where the band is
+    narrowest. Not the whole band: where a handful is accepted it reaches down to 60 % and would squeeze the
+    curve against the top. But on a small set the whole band is wide, and cutting it at the curve drew 20 images
+    as a solid block from 95 to 100 %."""
+    lows = [r["accuracy"] for r in rows] + [target_accuracy]
+    if rows:
+        lows.append(max(rows, key=lambda r: r["coverage"])["low"])
+    return float(max(0.0, np.floor((min(lows) - 0.01) * 20) / 20))
+
+
 def coverage_svg(summary: dict) -> str:
     """Accuracy on the accepted images against the share accepted, as the threshold rises (Wilson band)."""
     rows = [r for r in summary["coverage"] if r["accepted"]]
     rows = sorted(rows, key=lambda r: r["coverage"])
     a = summary["automation"]
     lows = [r["low"] for r in rows]
-    # From the curve and the target, not the band: a handful of accepted images has a band down to 60 %
-    # that would squeeze the curve against the top. A round lower edge.
-    y_min = max(0.0, min([r["accuracy"] for r in rows] + [a.get("target_accuracy", DEFAULT_TARGET)]) - 0.01)
-    y_min = np.floor(y_min * 20) / 20
+    y_min = coverage_floor(rows, a.get("target_accuracy", DEFAULT_TARGET))
     points = []
-    if a.get("threshold") is not None:
+    if a.get("threshold") is not None and not a.get("too_few"):  # too few images: no operating point
         points.append((a["coverage"], a["accuracy"], f"{pct(a['coverage'])} automated (threshold "
                                                      f"{a['threshold']:.3f})"))
     line = {"name": "accuracy on accepted images", "x": [r["coverage"] for r in rows],
@@ -488,6 +501,8 @@ PERCENT_COLUMNS = {"accuracy", "recall", "precision", "f1", "macro_f1", "macro p
 def _cell(column: str, v) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return ""
+    if isinstance(v, (bool, np.bool_)):  # before int: a bool is one, and was written 1 or 0
+        return "yes" if v else "no"
     if isinstance(v, (float, np.floating)):
         if column in PERCENT_COLUMNS or column.startswith("recall") or column in ("", "share"):
             return pct(v)

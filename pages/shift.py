@@ -161,7 +161,9 @@ else:
 
 st.subheader("What labelled target digits would buy")
 adapted = shift_view.newest_adaptation(dataset.name, method)
-if adapted is None:
+if adapted is None and source == "mnist-test":
+    st.caption("The target is MNIST itself, the model's own domain: there is nothing to adapt it to.")
+elif adapted is None:
     st.caption("No few-shot adaptation has been saved for this data set yet. Run one on the Few-shot adaptation "
                f"page, or in the background: `python -m core adapt --target "
                f"{source if source != 'upload' else 'PATH.zip'} --background`; "

@@ -141,8 +141,8 @@ def test_automation_claim_says_when_too_few_images_could_show_the_target(n, targ
                    "At a 99.0 % accuracy target, 100.0 % of the digits (500 of 500) can be automated"]),
     (synthetic(wrong={8: (1, 10), 3: (5, 4)}),
      ["reads 97.2 % of the 500 digits right",
-      "Weakest digits: 8 (recall 80.0 %, 95 % CI 67.0-88.8 %; usually read as 1 (10 of 50)) and 3 (recall 92.0 %",
-      "usually read as 5 (4 of 50))",
+      "Weakest digits: 8 (recall 80.0 %, 95 % CI 67.0-88.8 %; most often misread as 1 (10 of 50)) and 3 (recall 92.0 %",
+      "most often misread as 5 (4 of 50))",
       # the 14 mistakes are 0.6 confident: a threshold above that accepts the other 486, all right
       "97.2 % of the digits (486 of 500) can be automated: accept the model's answer when its confidence is at "
       "least 0.990; on those it is right 100.0 % of the time"]),
@@ -151,7 +151,7 @@ def test_automation_claim_says_when_too_few_images_could_show_the_target(n, targ
       "No confidence threshold reaches 99.0 % accuracy on this set"]),
     (synthetic(per_class=20, blank=3),
      ["3 images had no ink and count as wrong.", "Weakest digit: 0 (recall 85.0 %",
-      "usually read as blank (3 of 20)"]),
+      "most often misread as blank (3 of 20)"]),
 ])
 def test_verdict_is_written_from_the_measured_numbers(ev, expected):
     text = " ".join(verdict(ev.as_dict()))
@@ -187,6 +187,41 @@ def test_evaluation_as_dict_has_coverage_automation_and_interval():
     assert {"threshold", "coverage", "accuracy"} <= set(d["coverage"][0])
     assert d["automation"]["target_accuracy"] == 0.95 and d["automation"]["coverage"] == 1.0  # 98 % >= 95 %
     assert len(d["automation_per_digit"]) == 10
+
+
+@pytest.mark.parametrize("per_class, floor", [(2, 0.80), (100, 0.95)])
+def test_risk_coverage_axis_shows_the_band_where_every_image_is_accepted(per_class, floor):
+    """20 images, all right: the band at full coverage reaches 83.9 % (Wilson), and the axis shows it (it was cut
+    at the curve, 95 %, which drew the band as a solid block). 1,000: the band is narrow, the axis stays at 95 %."""
+    from ui.report_view import coverage_chart
+
+    d = synthetic(per_class=per_class).as_dict(0.99)
+    rows = [r for r in d["coverage"] if r["accepted"]]
+    assert report.coverage_floor(rows, 0.99) == pytest.approx(floor)
+    assert coverage_chart(d)["layer"][0]["encoding"]["y"]["scale"]["domain"][0] == pytest.approx(floor)
+    assert re.findall(r">([0-9.]+ ?%)<", report.coverage_svg(d))[0] == f"{100 * floor:.0f} %"  # the HTML's too
+    full = max(rows, key=lambda r: r["coverage"])
+    assert report.coverage_floor(rows, 0.99) <= full["low"]
+
+
+def test_html_tables_write_yes_and_no_not_one_and_zero():
+    ev = synthetic(per_class=2)
+    html_text = build_html(ev, np.zeros((ev.n, 28, 28), np.uint8))
+    per_digit = html_text[html_text.index("<h3>Per predicted digit</h3>"):]
+    header = re.search(r"<tr>(.*?)</tr>", per_digit).group(1)
+    column = re.findall(r"<th>(.*?)</th>", header).index("too few")
+    rows = re.findall(r"<tr>(<td.*?)</tr>", per_digit)[:10]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row)[column] for row in rows]
+    assert set(cells) == {"yes"}  # two images per digit: too few to show 99 %
+
+
+@pytest.mark.parametrize("name, max_name, shown", [
+    ("scan12.png", 16, "scan12.png"), ("20261206-170000-abcd0000.png", 16, "2026…bcd0000.png"),
+    ("20261206-170000-abcd0000.png", None, "20261206-170000-abcd0000.png")])
+def test_tile_caption_cuts_long_file_names_in_the_middle(name, max_name, shown):
+    ev = synthetic(per_class=1)
+    caption = report.tile_caption(ev, 3, [f"some/folder/{name}"] * ev.n, max_name)
+    assert caption == f"{shown}: true 3, read 3 (99%)" and len(shown) <= (max_name or len(name))
 
 
 # --- the model's identity, read without TensorFlow -------------------------------------------------------------

@@ -30,6 +30,7 @@ from ui.safe import guarded, md_escape, show_error
 STABLE_TARGETS = ("sklearn-digits", "mnist-test")
 TILE_SIDE = 52
 TILE_WIDTH = 2 * TILE_SIDE + 6  # the pair and the gap between them, at 1:1
+TILE_NAME = 16  # characters of a file name under a tile: a saved digit's 28 took five lines
 PERCENT = st.column_config.NumberColumn(format="percent")
 
 
@@ -338,7 +339,7 @@ def cell_images(ctx: Context, t: int, p: int) -> None:
     with st.container(horizontal=True, gap="small"):
         for i in shown:
             tile = report.pair_tile(images[i], report.reframed_image(images[i], ctx.method), TILE_SIDE)
-            st.image(tile, caption=md_escape(report.tile_caption(ctx.ev, i, ctx.dataset.files)), clamp=True,
+            st.image(tile, caption=md_escape(report.tile_caption(ctx.ev, i, ctx.dataset.files, TILE_NAME)), clamp=True,
                      width=TILE_WIDTH)
 
 
@@ -417,8 +418,7 @@ def coverage_chart(summary: dict) -> dict:
     rows = sorted(({k: r[k] for k in ("coverage", "accuracy", "low", "high", "threshold")}
                    for r in summary["coverage"] if r["accepted"]), key=lambda r: r["coverage"])
     a = summary["automation"]
-    # from the curve and the target, not the band (a few accepted images have a band down to 60 %)
-    y_min = max(0.0, math.floor((min([r["accuracy"] for r in rows] + [a["target_accuracy"]]) - 0.01) * 20) / 20)
+    y_min = report.coverage_floor(rows, a["target_accuracy"])
     x = {"field": "coverage", "type": "quantitative", "title": "coverage: share of images accepted",
          "scale": {"domain": [0, 1.02], "nice": False}, "axis": {"format": ".0%", "tickCount": 10}}  # nice: to 110 %
     y = {"type": "quantitative", "title": "accuracy on accepted images", "scale": {"domain": [y_min, 1.005]},
