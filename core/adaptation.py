@@ -142,12 +142,17 @@ def _accuracy(predictor, x: np.ndarray, y: np.ndarray, blank: np.ndarray | None 
 
 
 def _fresh_copy(base, keep_weights: bool):
-    """A new model of the same architecture; with the base's weights, or freshly initialised (scratch)."""
+    """A new model of the same architecture, every layer trainable; with the base's weights, or freshly
+    initialised (scratch)."""
     import keras
 
     model = keras.Model.from_config(base.get_config())  # not clone_model: Keras 3 copies compile state too
     if keep_weights:
         model.set_weights(base.get_weights())
+    # The config keeps each layer's `trainable`: a base kept from a last-layer fit (or any model saved with
+    # frozen layers) would make every strategy train its last layer only. A strategy freezes what it means to.
+    for layer in model.layers:
+        layer.trainable = True
     return model
 
 

@@ -101,6 +101,24 @@ def test_an_adaptation_job_runs_in_the_queue_and_its_result_is_kept(quick):
     assert saved and saved[0]["results"][0]["strategy"] == "last-layer"
 
 
+def test_fine_tuning_a_model_saved_with_frozen_layers_trains_every_layer(quick):
+    """A model kept from a last-layer fit is saved with its other layers frozen; fine-tuning it must still train
+    them all (the frozen flags came along in the copied config, and only the last layer learned)."""
+    from core.models import build_simple_cnn
+
+    base = build_simple_cnn()
+    for layer in base.layers[:-1]:
+        layer.trainable = False
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 28, 28, 1)).astype("float32"), np.arange(40) % 10
+    tuned = adaptation.fit_strategy(base, "fine-tune", x, y, seed=0)
+    conv = [i for i, layer in enumerate(base.layers) if layer.weights][0]
+    assert not np.allclose(tuned.layers[conv].get_weights()[0], base.layers[conv].get_weights()[0])
+    last = adaptation.fit_strategy(base, "last-layer", x, y, seed=0)
+    assert np.allclose(last.layers[conv].get_weights()[0], base.layers[conv].get_weights()[0])
+    assert not np.allclose(last.layers[-1].get_weights()[0], base.layers[-1].get_weights()[0])
+
+
 def test_ten_labels_per_class_lift_scikit_learn_digits_above_zero_shot():
     """The real settings, one seed: k=10 must beat zero-shot clearly (the README's figures use 3 seeds)."""
     r = adaptation.adapt(load_sklearn_digits(), shots=[10], seeds=1, strategies=["fine-tune"])
