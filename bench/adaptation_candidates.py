@@ -25,12 +25,13 @@ printed last.
     python bench/adaptation_candidates.py      # all, seeds 0 and 1
     python bench/adaptation_candidates.py --only "WiSE-FT 0.8,last layer first" --seeds 3   # current always runs
 
-Measured here (the first nine, then the whole script: 17 minutes on this 2-core CPU): current 97.50 %, self-training 97.56 %, ensemble of 3 97.37 %,
-replay 0.1 97.32 %, 2 elastic + 2 affine 97.37 %, AdamW 1e-2 97.51 %, label smoothing 0.1 96.97 %, shifted views
-97.39 %, two reframings 97.70 % (means of ten fits). Two reframings is the only one ahead by more than 0.06
-points: 0.21 (never behind in a fit, ahead in 4 of 10, tied in 6; Wilcoxon p = 0.125). It is not taken: an
-adapted model is kept as a run that every page feeds one reframed image, and this is two models, each needing
-its own reframing of the input; and the gain is two images in a thousand on ten fits.
+The first nine, measured when they were the whole script (17 minutes on this 2-core CPU, seeds 0 and 1):
+current 97.50 %, self-training 97.56 %, ensemble of 3 97.37 %, replay 0.1 97.32 %, 2 elastic + 2 affine 97.37 %,
+AdamW 1e-2 97.51 %, label smoothing 0.1 96.97 %, shifted views 97.39 %, two reframings 97.70 % (means of ten
+fits). Two reframings is the only one ahead by more than 0.06 points: 0.21 (never behind in a fit, ahead in 4
+of 10, tied in 6; Wilcoxon p = 0.125). It is not taken: an adapted model is kept as a run that every page feeds
+one reframed image, and this is two models, each needing its own reframing of the input; and the gain is two
+images in a thousand on ten fits.
 
 The last five, measured with `--only "16 elastic copies,48 elastic copies,WiSE-FT 0.8,WiSE-FT 0.6,last layer first"
 --seeds 3` (9 minutes; means of fifteen fits): current 97.28 %, 16 elastic copies 97.02 %, 48 elastic copies
@@ -193,7 +194,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=SEEDS)
     args = parser.parse_args(argv)
     names = list(candidates(None))
-    only = names if not args.only else ["current"] + [n for n in args.only.split(",") if n != "current"]
+    asked = [n.strip() for n in (args.only or "").split(",") if n.strip()]
+    only = ["current"] + [n for n in asked if n != "current"] if asked else names
     unknown = [n for n in only if n not in names]
     if unknown:
         parser.error(f"unknown candidate(s) {unknown}; valid: {names}")

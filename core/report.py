@@ -192,7 +192,7 @@ def tile_caption(ev: Evaluation, i: int, files: list[str] | None = None, max_nam
     """'scan12.png: true 3, read 8 (87 %)': the file name when known, else the image's number; a name longer than
     max_name is cut in the middle ('2026…bcd0000.png'), keeping its end, where scans and saved digits differ."""
     name = Path(files[i]).name if files and i < len(files) else f"#{i + 1}"
-    if max_name and len(name) > max_name:
+    if max_name and len(name) > max_name >= 4:  # fewer keeps too little of either end to be worth a cut
         head = max(1, max_name // 4)
         name = name[:head] + "…" + name[-(max_name - head - 1):]
     p = int(ev.y_pred[i])
@@ -444,6 +444,12 @@ def coverage_floor(rows: list[dict], target_accuracy: float) -> float:
     return float(max(0.0, np.floor((min(lows) - 0.01) * 20) / 20))
 
 
+def marks_operating_point(automation: dict) -> bool:
+    """Whether a risk-coverage chart marks the automation's threshold: there is one, and enough images accepted
+    to show the target (with too few, no threshold is claimed anywhere)."""
+    return automation.get("threshold") is not None and not automation.get("too_few")
+
+
 def coverage_svg(summary: dict) -> str:
     """Accuracy on the accepted images against the share accepted, as the threshold rises (Wilson band)."""
     rows = [r for r in summary["coverage"] if r["accepted"]]
@@ -452,7 +458,7 @@ def coverage_svg(summary: dict) -> str:
     lows = [r["low"] for r in rows]
     y_min = coverage_floor(rows, a.get("target_accuracy", DEFAULT_TARGET))
     points = []
-    if a.get("threshold") is not None and not a.get("too_few"):  # too few images: no operating point
+    if marks_operating_point(a):
         points.append((a["coverage"], a["accuracy"], f"{pct(a['coverage'])} automated (threshold "
                                                      f"{a['threshold']:.3f})"))
     line = {"name": "accuracy on accepted images", "x": [r["coverage"] for r in rows],

@@ -312,35 +312,39 @@ def chance_distance(source_df: pd.DataFrame, n: int, scale: pd.Series, draws: in
     return pd.Series(out)
 
 
+def _known(chance: float) -> float:
+    return chance if np.isfinite(chance) else 0.0  # an unknown chance level doubts nothing
+
+
 def gap_state(scaled: float, chance: float = 0.0) -> str:
-    """One scaled distance, given what the target's number of images shows by chance (`chance_distance`):
-    "gap" (at least NOTICEABLE and beyond chance), "none" (under NOTICEABLE, with chance under it too, so that
-    this many images could have shown a gap) or "unsure" (either within chance)."""
-    chance = 0.0 if not np.isfinite(chance) else chance  # an unknown chance level doubts nothing
+    """One scaled distance, given what the target's number of images shows by chance (`chance_distance`): "gap"
+    (at least NOTICEABLE, and at least chance), "none" (under NOTICEABLE, with chance under it too: this many
+    images could have shown a gap) or "unsure" (within chance, or not measured at all)."""
+    if not np.isfinite(scaled):
+        return "unsure"
     if scaled >= NOTICEABLE:
-        return "gap" if scaled >= chance else "unsure"
-    return "none" if chance < NOTICEABLE else "unsure"
+        return "gap" if scaled >= _known(chance) else "unsure"
+    return "none" if _known(chance) < NOTICEABLE else "unsure"
 
 
 def verdict(scaled_before: float, scaled_after: float, chance_before: float = 0.0, chance_after: float = 0.0) -> str:
     """What reframing did to one gap, from its scaled distances (thresholds NOTICEABLE, NARROWED, WIDENED) and
-    what the target's number of images shows by chance (`gap_state` of each): "unsure" when a state is, unless a
-    gap before is at least twice what is left after it even with chance added."""
+    their `gap_state`s. What is left after reframing decides first: a gap after it, whatever could be told before,
+    is "remains" at least; no gap after it, with no gap told before, is "none". "unsure": no telling whether a gap
+    is left, unless the gap before is at least twice what is left after it even with chance added ("narrowed")."""
     b, a = scaled_before, scaled_after
-    states = gap_state(b, chance_before), gap_state(a, chance_after)
-    if states == ("none", "none"):
-        return "none"
-    if states == ("none", "gap"):
-        return "opened"
-    if states == ("gap", "none"):
-        return "closed"
-    if states == ("gap", "gap"):
-        if a <= NARROWED * b:
+    before, after = gap_state(b, chance_before), gap_state(a, chance_after)
+    if after == "gap":
+        if before == "none":
+            return "opened"
+        if before == "gap" and a <= NARROWED * b:
             return "narrowed"
-        return "widened" if a >= WIDENED * b else "remains"
-    if states[0] == "gap" and a + (chance_after if np.isfinite(chance_after) else 0.0) <= NARROWED * b:
+        return "widened" if before == "gap" and a >= WIDENED * b else "remains"
+    if before == "gap" and after == "none":
+        return "closed"
+    if before == "gap" and a + _known(chance_after) <= NARROWED * b:
         return "narrowed"
-    return "unsure"
+    return "unsure" if after == "unsure" else "none"
 
 
 def chance_levels(source: DomainProperties, n: int) -> pd.DataFrame:
@@ -373,7 +377,7 @@ def before_after(source: DomainProperties, target: DomainProperties,
         rows.append({"property": p, "label": label, "unit": unit, "group": GROUPS[p],
                      "before": b.at[p, "distance"], "after": a.at[p, "distance"], "scale": scale[p],
                      "scaled_before": sb, "scaled_after": sa, "change": sa - sb,
-                     "chance_before": cb[p], "chance_after": ca[p], "chance": max(cb[p], ca[p]),
+                     "chance_before": cb[p], "chance_after": ca[p],
                      "open_after": gap_state(sa, ca[p]) == "gap",  # a gap left after reframing
                      "verdict": verdict(sb, sa, cb[p], ca[p])})
     return pd.DataFrame(rows)
@@ -409,7 +413,7 @@ def explain_shift(distances: pd.DataFrame, n_target: int | None = None) -> list[
     if by["closed"]:
         out.append(f"Reframing closes the gaps in {_by_group(d, by['closed'])}.")
     if by["narrowed"]:
-        out.append(f"It narrows, to half or less but not away, the gaps in {_by_group(d, by['narrowed'])}.")
+        out.append(f"It narrows, to half or less, the gaps in {_by_group(d, by['narrowed'])}.")
     if not by["closed"] and not by["narrowed"] and (by["remains"] or by["widened"] or by["opened"]):
         out.append("This reframing closes none of the measured gaps.")
     if by["remains"]:
@@ -430,14 +434,13 @@ def explain_shift(distances: pd.DataFrame, n_target: int | None = None) -> list[
                    + "): reframing can move, scale and invert a digit, but no reframing redraws its strokes; what "
                      "the model has not seen it can only learn from labelled target digits, for example a few per "
                      "class.")
-    measured = [p for p in d.index if d.at[p, "verdict"] not in ("none", "unsure")]
-    if measured:
-        worst = max(measured, key=lambda p: d.at[p, "scaled_after"])
-        if d.at[worst, "scaled_after"] >= NOTICEABLE:
-            out.append(f"The largest gap left after reframing is {d.at[worst, 'label'].lower()} "
-                       f"({d.at[worst, 'scaled_after']:.2f} source standard deviations).")
-        else:
-            out.append(f"After reframing no measured gap reaches {NOTICEABLE} source standard deviations.")
+    left = [p for p in d.index if d.at[p, "open_after"]]
+    if left:
+        worst = max(left, key=lambda p: d.at[p, "scaled_after"])
+        out.append(f"The largest gap left after reframing is {d.at[worst, 'label'].lower()} "
+                   f"({d.at[worst, 'scaled_after']:.2f} source standard deviations).")
+    elif not by["unsure"]:
+        out.append(f"After reframing no measured gap reaches {NOTICEABLE} source standard deviations.")
     return out
 
 
@@ -445,7 +448,8 @@ def sentence_for(row) -> str:
     """One line per property for the CLI: the distances before -> after and the verdict in words."""
     words = {"closed": "closed by reframing", "narrowed": "narrowed by reframing", "remains": "not closed",
              "widened": "widened by reframing", "opened": "opened by reframing", "none": "no gap",
-             "unsure": f"within chance for this many images (up to {row['chance']:.2f} SD)"}
+             "unsure": f"too few images to tell (chance {row['chance_before']:.2f} before, "
+                       f"{row['chance_after']:.2f} after)"}
     return (f"{row['label']} ({row['unit']}): {row['before']:.3g} -> {row['after']:.3g}, "
             f"{row['scaled_before']:.2f} -> {row['scaled_after']:.2f} SD: {words[row['verdict']]}")
 

@@ -202,6 +202,11 @@ def test_risk_coverage_axis_shows_the_band_where_every_image_is_accepted(per_cla
     assert re.findall(r">([0-9.]+ ?%)<", report.coverage_svg(d))[0] == f"{100 * floor:.0f} %"  # the HTML's too
     full = max(rows, key=lambda r: r["coverage"])
     assert report.coverage_floor(rows, 0.99) <= full["low"]
+    # 20 images are too few to show 99 %: no operating point is marked, on the page or in the HTML
+    marked = report.marks_operating_point(d["automation"])
+    assert marked == (per_class == 100)
+    assert len(coverage_chart(d)["layer"]) == 5 + marked
+    assert ("automated (threshold" in report.coverage_svg(d)) == marked
 
 
 def test_html_tables_write_yes_and_no_not_one_and_zero():

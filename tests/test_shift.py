@@ -148,6 +148,7 @@ def table(**scaled):
         b, a, cb, ca = (tuple(scaled.get(p, (0.0, 0.0))) + (0.0, 0.0))[:4]
         rows.append({"property": p, "label": label, "unit": unit, "group": shift.GROUPS[p], "before": b,
                      "after": a, "scale": 1.0, "scaled_before": b, "scaled_after": a, "change": a - b,
+                     "chance_before": cb, "chance_after": ca, "open_after": shift.gap_state(a, ca) == "gap",
                      "verdict": shift.verdict(b, a, cb, ca)})
     return pd.DataFrame(rows)
 
@@ -160,7 +161,8 @@ def test_verdict_thresholds(b, a, expected):
 
 @pytest.mark.parametrize("b, a, chance_b, chance_a, expected", [
     (0.1, 0.2, 0.1, 0.1, "none"),
-    (0.1, 0.2, 0.3, 0.1, "unsure"),  # no gap measured, but this many images could not have shown one
+    (0.1, 0.2, 0.1, 0.3, "unsure"),  # no gap measured after, but this many images could not have shown one
+    (0.1, 0.2, 0.3, 0.1, "none"),  # no gap after it: what was before cannot be told, and is not claimed
     (3.0, 0.1, 0.1, 0.1, "closed"),
     (3.0, 0.1, 0.5, 0.5, "narrowed"),  # not "closed" (chance could hide 0.5), but 0.1 + 0.5 <= half of 3
     (0.4, 0.1, 0.6, 0.6, "unsure"),  # the gap before is within chance
@@ -168,7 +170,7 @@ def test_verdict_thresholds(b, a, expected):
     (0.1, 0.9, 0.0, 0.5, "opened"),
     (3.0, 1.4, 0.1, 2.0, "unsure"),  # 1.4 within chance: it could be 3.4
     (1.0, 0.8, 0.3, 0.9, "unsure"),  # "remains", within chance after
-    (1.0, 1.6, 1.2, 0.1, "unsure"),  # "widened" from a gap within chance
+    (1.0, 1.6, 1.2, 0.1, "remains"),  # a gap is left, clearly; that it widened rests on one within chance
     (1.0, 1.6, 0.5, 0.5, "widened"),
     (1.0, 0.8, float("nan"), float("nan"), "remains"),  # an unknown chance level doubts nothing
 ])
@@ -199,7 +201,7 @@ def test_chance_distance_shrinks_with_the_number_of_images():
       "reframing is paper brightness (20.00"], ["Reframing closes"]),
     # handwriting style narrowed: no claim that it stays
     ({"stroke_width": (1.6, 0.3), "size": (4.0, 1.0)},
-     ["narrows, to half or less but not away, the gaps in size (digit size 4.00 -> 1.00) and handwriting style "
+     ["narrows, to half or less, the gaps in size (digit size 4.00 -> 1.00) and handwriting style "
       "(stroke width 1.60 -> 0.30)"], ["handwriting itself", "does not close"]),
     # reframing makes one gap worse and opens another
     ({"grey_levels": (2.4, 6.1), "com_offset": (0.1, 0.9)},
@@ -208,8 +210,16 @@ def test_chance_distance_shrinks_with_the_number_of_images():
     # no gap anywhere
     ({"slant": (0.1, 0.1)}, ["looks like MNIST on every measured property"], ["closes", "largest"]),
     # a gap within chance is named as such, never as one reframing left, and nothing claims it closed none
-    ({"slant": (0.6, 0.6, 0.8, 0.8)}, ["Too few target images to tell whether reframing "
-                                       "leaves a gap in handwriting style (slant 0.60 -> 0.60)"], ["closes none", "largest gap", "handwriting itself"]),
+    ({"slant": (0.6, 0.6, 0.8, 0.8)},
+     ["Too few target images to tell whether reframing leaves a gap in handwriting style (slant 0.60 -> 0.60)"],
+     ["closes none", "largest gap", "handwriting itself", "no measured gap reaches"]),
+    # a gap clearly left after reframing is one, even when the gap before was within chance
+    ({"slant": (1.0, 1.6, 1.2, 0.1)},
+     ["does not close the gaps in handwriting style (slant 1.00 -> 1.60)", "largest gap left after reframing is "
+      "slant (1.60", "The handwriting itself still differs (slant)"], ["Too few"]),
+    # narrowed by more than chance could add: said, and no gap is called left
+    ({"background": (3.0, 0.1, 0.5, 0.5)}, ["narrows, to half or less, the gaps in polarity"],
+     ["largest gap", "Too few"]),
 ])
 def test_explanation_says_what_the_numbers_say(scaled, must, must_not):
     text = " ".join(shift.explain_shift(table(**scaled)))
@@ -231,10 +241,11 @@ def small_source(monkeypatch):
     monkeypatch.setattr(shift, "load_source", lambda: small)
     from ui import shift_view
 
-    for cached in (shift_view.source_dataset, shift_view.source_properties):
+    caches = (shift_view.source_dataset, shift_view.source_properties, shift_view.chance_levels)
+    for cached in caches:  # each depends on the source
         cached.clear()
     yield small
-    for cached in (shift_view.source_dataset, shift_view.source_properties):
+    for cached in caches:
         cached.clear()
 
 
@@ -330,7 +341,7 @@ def test_shift_page_renders_on_sklearn_digits(small_source):
     # "shrunk" and "still noticeable" may overlap (a narrowed gap can stay): the labels must not read as a split
     assert list(metrics)[2:] == ["Gaps shrunk", "Gaps still open"]
     assert len(at.dataframe[0].value) == len(shift.PROPERTIES)
-    assert "chance" in at.dataframe[0].value.columns
+    assert "chance_after" in at.dataframe[0].value.columns
     at.radio(key="method").set_value("naive").run()
     assert not at.exception
     assert "closes none of the measured gaps" in " ".join(m.value for m in at.markdown)

@@ -444,7 +444,7 @@ def coverage_chart(summary: dict) -> dict:
          "encoding": {"x": {"datum": 0, "type": "quantitative"}, "y": {"field": "target", **y},
                       "text": {"field": "label"}}},
     ]
-    if a.get("threshold") is not None and not a.get("too_few"):  # too few images: no threshold is shown
+    if report.marks_operating_point(a):
         layers.append({"data": {"values": [{"coverage": a["coverage"], "accuracy": a["accuracy"],
                                             "threshold": a["threshold"]}]},
                        "mark": {"type": "point", "filled": True, "size": 130, "color": "#d62728"},
