@@ -126,7 +126,8 @@ def rates_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def comparison_frame(evaluations: dict[str, Evaluation]) -> pd.DataFrame:
-    """Accuracy (with its 95 % CI), macro F1 and per-digit recall of each reframing method on one data set."""
+    """Accuracy (with its 95 % CI), macro F1 and per-digit recall (each with its 95 % CI: recall_d, recall_d_low,
+    recall_d_high) of each reframing method on one data set."""
     import pandas as pd
 
     rows = []
@@ -136,7 +137,10 @@ def comparison_frame(evaluations: dict[str, Evaluation]) -> pd.DataFrame:
         low, high = wilson_interval(correct, n)
         row = {"method": method, "accuracy": s["accuracy"], "accuracy_low": low, "accuracy_high": high,
                "macro_f1": s["macro"]["f1"], "blank": ev.blank}
-        row.update({f"recall_{r['digit']}": r["recall"] for r in ev.per_digit()})
+        for r in ev.per_digit():
+            d, images = r["digit"], r["tp"] + r["fn"]
+            lo, hi = wilson_interval(r["tp"], images) if images else (None, None)
+            row.update({f"recall_{d}": r["recall"], f"recall_{d}_low": lo, f"recall_{d}_high": hi})
         rows.append(row)
     return pd.DataFrame(rows)
 

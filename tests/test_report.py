@@ -229,6 +229,23 @@ def test_tile_caption_cuts_long_file_names_in_the_middle(name, max_name, shown):
     assert caption == f"{shown}: true 3, read 3 (99%)" and len(shown) <= (max_name or len(name))
 
 
+def test_methods_recall_chart_draws_each_recall_with_its_interval():
+    from ui.report_view import methods_recall_chart
+
+    two = synthetic(per_class=2, wrong={3: (5, 1)})
+    keep = two.y_true != 9  # a set without any 9
+    lacking = Evaluation("no-nines", "constructed", "paper", two.y_true[keep], two.y_pred[keep],
+                         two.probabilities[keep])
+    spec = methods_recall_chart(report.comparison_frame({"paper": two, "mnist": lacking}))
+    json.dumps(spec, allow_nan=False)  # valid JSON for the browser: no NaN
+    rows = {(r["method"], r["digit"]): r for r in spec["data"]["values"]}
+    assert rows[("paper", "3")]["recall"] == 0.5
+    assert rows[("paper", "3")]["low"] == pytest.approx(0.0945, abs=1e-3)  # Wilson, 1 of 2
+    assert rows[("paper", "3")]["high"] == pytest.approx(0.9055, abs=1e-3)
+    assert rows[("mnist", "9")]["low"] is None and rows[("mnist", "9")]["high"] is None
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "rule"]
+
+
 # --- the model's identity, read without TensorFlow -------------------------------------------------------------
 
 def test_describe_model_reads_the_shipped_model_without_tensorflow():

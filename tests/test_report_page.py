@@ -243,10 +243,11 @@ def test_per_digit_methods_and_html_views():
     at.segmented_control(key="view").set_value("Methods").run()
     assert not at.exception
     accuracy, recall = (json.loads(c.proto.spec) for c in at.get("vega_lite_chart"))
-    assert accuracy["title"].startswith("Accuracy") and recall["title"] == "Recall per digit"
+    assert accuracy["title"].startswith("Accuracy") and recall["title"] == "Recall per digit (95 % interval)"
     assert recall["encoding"]["x"]["type"] == "ordinal"  # every digit labelled, not every other one
     bars = pa.ipc.open_stream(at.get("vega_lite_chart")[1].proto.data.data).read_all().to_pylist()
     assert {b["method"] for b in bars} == set(METHODS) and {b["digit"] for b in bars} == {str(d) for d in range(10)}
+    assert all(b["low"] <= b["recall"] <= b["high"] for b in bars)  # each bar with its interval
     at.segmented_control(key="view").set_value("HTML").run()
     assert not at.exception
     assert "Download the whole report (HTML, opens offline)" in [b.proto.label for b in at.get("download_button")]
