@@ -145,6 +145,17 @@ def comparison_frame(evaluations: dict[str, Evaluation]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def commonest_answers(ev: Evaluation, k: int = 2) -> tuple[list[int], float]:
+    """The k digits a model answers most often on a data set, and the share of its answers (blanks left out)
+    they make up: a model that never saw such inputs tends to give the same one or two answers to all."""
+    answers = ev.y_pred[ev.y_pred >= 0]
+    if not len(answers):
+        return [], 0.0
+    counts = np.bincount(answers, minlength=10)
+    top = [int(d) for d in np.argsort(-counts, kind="stable")[:k] if counts[d]]
+    return top, float(counts[top].sum() / len(answers))
+
+
 def automation_frame(rows: list[dict]) -> pd.DataFrame:
     """The automation figure per predicted digit (core.coverage.automation_per_digit) as a table."""
     import pandas as pd

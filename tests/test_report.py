@@ -246,6 +246,14 @@ def test_methods_recall_chart_draws_each_recall_with_its_interval():
     assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "rule"]
 
 
+def test_commonest_answers_and_their_share():
+    ev = synthetic(per_class=2, wrong={3: (5, 2), 4: (5, 2), 6: (1, 1)}, blank=1)
+    top, share = report.commonest_answers(ev)
+    assert top == [5, 1] and share == pytest.approx((6 + 3) / 19)  # 5: four misread and its own two; 1: two and one
+    assert report.commonest_answers(Evaluation("none", "x", "paper", np.array([1]), np.array([BLANK]),
+                                               np.zeros((1, 10)))) == ([], 0.0)
+
+
 # --- the model's identity, read without TensorFlow -------------------------------------------------------------
 
 def test_describe_model_reads_the_shipped_model_without_tensorflow():
