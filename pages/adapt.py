@@ -10,11 +10,13 @@ import streamlit as st
 
 from core import adaptation, jobs
 from core.config import data_home, read_only
+from core.report import plural
 from core.errors import DigitLabError
 from core.runs import runs_with_models
 from core.storage import atomic_write_bytes
 from ui import cache, render
 from ui.nav import ensure_app_navigation
+from ui.runs_view import job_signature
 from ui.safe import guarded, md_escape, read_only_note, show_error
 
 ensure_app_navigation()
@@ -53,8 +55,8 @@ else:
     if target == "upload":
         upload = st.file_uploader("A .zip of images in folders 0..9", type=["zip"], key="adapt_zip")
     elif target == "collected":
-        try:
-            cache.target(target)  # nothing saved yet: said now, not by a job that fails later
+        try:  # nothing saved yet, or a digit saved once: said now, not by a job that fails later
+            adaptation.split_target(cache.target(target).labels)
         except DigitLabError as e:
             show_error(e)
             unusable = True
@@ -102,27 +104,66 @@ else:
             show_error(e)
 
 
+ACTIVE = ("queued", "running")
+#: Ended adaptation jobs shown as cards (newest first): a failure is said here, where it was queued.
+RECENT_JOBS = 3
+
+
+def adaptation_jobs_listed() -> list[jobs.Job]:
+    return [j for j in jobs.list_jobs(limit=50, start_worker=True) if j.what == "adaptation"]
+
+
+try:
+    listed = adaptation_jobs_listed()
+except DigitLabError:
+    listed = []  # the job monitor below lists the queue again and shows why it cannot
+st.session_state["adapt_job_signature"] = job_signature(listed)
+
+
 @st.fragment(run_every="2s")
 @guarded
 def adaptation_jobs() -> None:
-    active = [j for j in jobs.list_jobs(limit=50, start_worker=True) if j.what == "adaptation"
-              and j.status in ("queued", "running")]
-    if not active:
-        return
-    for job in active:
-        with st.container(border=True):
-            c1, c2 = st.columns([4, 1])
-            c1.text(f"Job {job.id} · {job.shown_status} · {job.title}")
-            what = (job.last_metrics or {}).get("what", "")
-            c1.progress(job.progress, text=f"{job.epoch}/{job.epochs} fits" + (f" · last: {what}" if what else ""))
-            if not read_only() and c2.button("Cancel", key=f"cancel_adapt_{job.id}", disabled=job.cancel_requested):
-                try:
-                    jobs.cancel(job.id)
-                except DigitLabError as e:
-                    show_error(e)
+    polled = adaptation_jobs_listed()
+    if job_signature(polled) != st.session_state.get("adapt_job_signature"):
+        # A job started, finished, failed or was cancelled: rerun the page, so that its result (or its error)
+        # shows below without a reload.
+        st.rerun(scope="app")
+    for job in polled:
+        if job.status in ACTIVE:
+            running_card(job)
+
+
+def running_card(job: jobs.Job) -> None:
+    with st.container(border=True):
+        c1, c2 = st.columns([4, 1])
+        c1.text(f"Job {job.id} · {job.shown_status} · {job.title}")
+        what = (job.last_metrics or {}).get("what", "")
+        c1.progress(job.progress, text=f"{job.epoch}/{job.epochs} fits" + (f" · last: {what}" if what else ""))
+        if not read_only() and c2.button("Cancel", key=f"cancel_adapt_{job.id}", disabled=job.cancel_requested):
+            try:
+                jobs.cancel(job.id)
+            except DigitLabError as e:
+                show_error(e)
+
+
+def ended_card(job: jobs.Job) -> None:
+    with st.container(border=True):
+        st.text(f"Job {job.id} · {job.status} · {job.title}")
+        if job.status == "failed":
+            st.error(md_escape((job.error or "failed").splitlines()[0]))
+            if job.error and "\n" in job.error.strip():
+                with st.expander("Error details"):
+                    st.code(job.error)
+        elif job.status == "done":
+            took = f" in {job.finished - job.started:.0f} s" if job.finished and job.started else ""
+            st.caption(f"Finished{took}: its result is among those below.")
+        else:
+            st.caption(f"{job.status.capitalize()}: {job.epoch} of {job.epochs} fits ran; nothing was saved.")
 
 
 adaptation_jobs()
+for ended in [j for j in listed if j.status not in ACTIVE][:RECENT_JOBS]:
+    ended_card(ended)
 
 st.subheader("Results")
 results = adaptation.load_results()
@@ -134,7 +175,7 @@ if not results:
 
 def label(r: dict) -> str:
     model = "shipped model" if r["model"].endswith("reused-cnn/model.keras") else r["model"].split("/")[-2:][0]
-    return f"{r['target']} · {model} · {r['n_test']} test images · {r['id']}"
+    return f"{TARGETS.get(r['target'], r['target'])} · {model} · {r['n_test']} test images · {r['id']}"
 
 
 chosen = st.selectbox("Result", range(len(results)), format_func=lambda i: label(results[i]), key="adapt_result")
@@ -149,11 +190,12 @@ with st.container(horizontal=True, gap="large"):
     st.metric("Zero-shot accuracy (test part)", f"{r['zero_shot']:.1%}", width="content")
     if best_k is not None:
         best = summary[summary["shots"] == best_k].sort_values("mean").iloc[-1]
-        st.metric(f"Best with {best_k} labels per class ({best['strategy']})", f"{best['mean']:.1%}",
-                  f"{best['mean'] - r['zero_shot']:+.1%} vs zero-shot", width="content")
-        st.metric("MNIST accuracy after it", f"{best['mnist_mean']:.1%}",
-                  f"{best['mnist_mean'] - r['zero_shot_mnist']:+.1%} vs before", delta_color="normal",
-                  width="content")
+        gain, kept = best["mean"] - r["zero_shot"], best["mnist_mean"] - r["zero_shot_mnist"]
+        # no arrow on a change that rounds to nothing: an up arrow on "+0.0%" read as a gain
+        st.metric(f"Best with {plural(int(best_k), 'label')} per class ({best['strategy']})", f"{best['mean']:.1%}",
+                  f"{gain:+.1%} vs zero-shot", delta_arrow="auto" if round(gain, 3) else "off", width="content")
+        st.metric("MNIST accuracy after it", f"{best['mnist_mean']:.1%}", f"{kept:+.1%} vs before",
+                  delta_color="normal", delta_arrow="auto" if round(kept, 3) else "off", width="content")
 
 c1, c2 = st.columns(2)
 c1.vega_lite_chart(render.learning_curve(summary, "mean", title="Accuracy on the test part",

@@ -103,3 +103,38 @@ def test_my_digits_with_nothing_saved_cannot_be_queued():
     assert not at.exception and not at.error
     assert "No digits saved yet" in at.info[0].value
     assert at.button(key="FormSubmitter:adapt_form-Queue adaptation").disabled
+
+
+def test_a_failed_job_is_said_on_the_page_that_queued_it(monkeypatch):
+    """A job that fails (here: the worker found a digit with one image) shows its error here, not only on the
+    Training Runs page; the Results part still says nothing has finished."""
+    monkeypatch.setattr(jobs, "ensure_worker", lambda: None)
+    job = jobs.submit_adaptation({"target": "collected", "shots": [1], "strategies": ["last-layer"], "seeds": 1},
+                                 title="Few-shot adaptation on collected")
+    message = ("Every digit in the target set needs at least 2 images (one to adapt, one to test); counts per "
+               "digit: [1, 1, 2, 2, 2, 2, 2, 2, 2, 2].")
+    at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
+    assert f"Job {job.id} · queued · Few-shot adaptation on collected" in [t.value for t in at.text]
+    jobs._fail_queued(job.id, message)
+    at.run()
+    assert not at.exception
+    assert f"Job {job.id} · failed · Few-shot adaptation on collected" in [t.value for t in at.text]
+    assert any("needs at least 2 images" in e.value for e in at.error)
+    assert "No adaptation has finished yet" in " ".join(i.value for i in at.info)
+
+
+def test_my_digits_with_a_digit_saved_once_cannot_be_queued():
+    import numpy as np
+
+    from core.datasets import save_collected
+
+    for d in range(10):
+        for _ in range(1 if d == 3 else 2):
+            img = np.full((28, 28), 255, np.uint8)
+            img[6:22, 10 + d % 3:14 + d % 3] = 0
+            save_collected(img, d)
+    at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
+    at.selectbox(key="adapt_target").set_value("collected").run()
+    assert not at.exception
+    assert "needs at least 2 images" in at.error[0].value
+    assert at.button(key="FormSubmitter:adapt_form-Queue adaptation").disabled
