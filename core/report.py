@@ -55,8 +55,12 @@ def automation_claim(a: dict) -> tuple[str, str | None]:
         return f"No confidence threshold reaches {target} accuracy", None
     details = f"threshold {a['threshold']:.3f}; accuracy {pct(a['accuracy'])}, {ci_text(a['low'], a['high'])}"
     if a.get("too_few"):
-        return (f"Too few images to show ≥ {target} accuracy",
-                f"{plural(a['accepted'], 'image')} accepted; {_enough_text(a['target_accuracy'])}; {details}")
+        from core.coverage import images_to_show
+
+        # at 100 % no set is big enough: "too few images" would send the user looking for more
+        claim = (f"Too few images to show ≥ {target} accuracy" if images_to_show(a["target_accuracy"]) else
+                 f"No number of images can show {target} accuracy")
+        return claim, f"{plural(a['accepted'], 'image')} accepted; {_enough_text(a['target_accuracy'])}; {details}"
     return f"Automate {pct(a['coverage'])} of digits at ≥ {target} accuracy", details
 
 

@@ -43,6 +43,10 @@ except OSError as e:  # the chosen run's model vanished between listing and read
     st.stop()
 
 st.caption(view.identity_caption(identity))
+if source == "mnist-test":
+    st.info("This is MNIST itself, the shipped model's own domain. `naive` gives the model these images as they are "
+            "(the Home page's figure); `paper` and `mnist` frame again digits that are framed already, which can "
+            "cost a little accuracy: the Methods view compares them.")
 if dataset.missing_classes():
     missing = ", ".join(map(str, dataset.missing_classes()))
     st.warning(f"This data set has no images of digit(s) {missing}: the macro averages count their recall and F1 "

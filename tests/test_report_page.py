@@ -238,7 +238,8 @@ def test_per_digit_methods_and_html_views():
     counts, rates = at.table[0].value, at.table[1].value
     assert list(counts.columns) == ["digit", "tp", "tn", "fp", "fn"]
     assert (counts[["tp", "tn", "fp", "fn"]].sum(axis=1) == 1797).all()
-    assert list(rates.columns) == ["digit", "images", "accuracy", "recall (95 % CI)", "precision (95 % CI)", "F1"]
+    assert list(rates.columns) == ["digit", "images", "one-vs-rest accuracy", "recall (95 % CI)",
+                                   "precision (95 % CI)", "F1"]
     assert len(rates) == 10 and all(" % [" in v for v in rates["recall (95 % CI)"])
     at.segmented_control(key="view").set_value("Methods").run()
     assert not at.exception
@@ -272,7 +273,7 @@ def test_rates_table_puts_each_interval_beside_its_value_and_marks_the_weakest()
     styler = rates_table(rates)
     shown = styler.data
     assert shown.loc[9, "recall (95 % CI)"].startswith("50.0 % [") and shown.loc[7, "recall (95 % CI)"] == "n/a"
-    assert shown.loc[2, "precision (95 % CI)"] == "n/a" and shown.loc[0, "accuracy"] == "100.0 %"
+    assert shown.loc[2, "precision (95 % CI)"] == "n/a" and shown.loc[0, "one-vs-rest accuracy"] == "100.0 %"
     styler._compute()
     marked = {(r, shown.columns[c]) for (r, c), css in styler.ctx.items() if css}
     # the weakest of each rate among the digits that have it: recall and F1 at digit 2 (none read right),

@@ -358,7 +358,7 @@ def rates_table(rates: pd.DataFrame):
     import pandas as pd
 
     shown = pd.DataFrame({
-        "digit": rates["digit"], "images": rates["images"], "accuracy": rates["accuracy"].map(report.pct),
+        "digit": rates["digit"], "images": rates["images"], "one-vs-rest accuracy": rates["accuracy"].map(report.pct),
         "recall (95 % CI)": [_with_interval(*r) for r in rates[["recall", "recall_low", "recall_high"]].to_numpy()],
         "precision (95 % CI)": [_with_interval(*r) for r in
                                 rates[["precision", "precision_low", "precision_high"]].to_numpy()],
@@ -402,6 +402,9 @@ def per_digit_view(ctx: Context) -> None:
     csv_download("Download TP/TN/FP/FN (CSV)", counts, f"per-digit-counts-{ev.target}-{ctx.method}.csv", "dl_counts")
     st.markdown("**Accuracy, recall, precision, F1 per digit**, recall and precision with their 95 % Wilson "
                 "interval (weakest highlighted)")
+    st.caption("Accuracy here is the paper's one-vs-rest accuracy, (TP + TN) / all images: every other digit's "
+               "images count too, so it stays high for a digit that is often misread. Recall says how often the "
+               "digit itself is read right.")
     rates = report.rates_frame(ctx.summary["per_digit"])
     st.table(rates_table(rates))
     csv_download("Download per-digit metrics (CSV)", rates, f"per-digit-metrics-{ev.target}-{ctx.method}.csv",
