@@ -106,7 +106,8 @@ with right:
         st.stop()
     chosen = results[method]
     if chosen.reframed.blank:
-        st.info("The image is blank: draw a digit (dark strokes on the white canvas) and it will be classified.")
+        st.info("The image is blank: draw a digit (dark strokes on the white canvas) and it will be classified."
+                if source == "Draw" else "The image is blank (no ink found): upload one that shows a digit.")
         st.stop()
     # The answer first: at 1024x768 it is then in view as soon as the stroke ends.
     st.metric("Predicted digit", chosen.digit, f"{chosen.confidence:.1%} confident", delta_color="off",

@@ -179,6 +179,8 @@ def adaptation_sentence(result: dict) -> str:
     s = pd.DataFrame(result["summary"])
     k = int(s["shots"].max())
     best = s[s["shots"] == k].sort_values("mean", ascending=False).iloc[0]
-    return (f"With {k} labelled target digits per class, {best['strategy']} reaches {best['mean']:.1%} "
-            f"(± {best['std']:.1%} over {int(best['n'])} seeds) on the fixed test part, against {result['zero_shot']:.1%} "
-            f"zero-shot; MNIST accuracy after it: {best['mnist_mean']:.1%}.")
+    from core.report import plural
+
+    return (f"With {plural(k, 'labelled target digit')} per class, {best['strategy']} reaches {best['mean']:.1%} "
+            f"(± {best['std']:.1%} over {plural(int(best['n']), 'seed')}) on the fixed test part, against "
+            f"{result['zero_shot']:.1%} zero-shot; MNIST accuracy after it: {best['mnist_mean']:.1%}.")
