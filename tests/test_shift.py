@@ -391,3 +391,7 @@ def test_feature_map_draws_wrong_answers_last_and_shapes_by_domain():
     assert [p["result"] for p in points] == ["right", "right", "wrong"]
     assert spec["encoding"]["shape"]["scale"]["range"] == ["circle", "cross"]
     assert spec["encoding"]["color"]["field"] == "result"
+    assert spec["encoding"]["shape"]["legend"] != spec["encoding"]["color"]["legend"]  # two legends: two meanings
+    assert spec["encoding"]["size"]["scale"]["range"][1] > spec["encoding"]["size"]["scale"]["range"][0]  # target
+    by_domain = shift_view.feature_scatter(table, np.zeros((3, 2)), "domain", "PCA")["encoding"]
+    assert by_domain["shape"]["legend"] == by_domain["color"]["legend"]  # one legend, merged, not the same twice

@@ -138,17 +138,24 @@ def feature_scatter(table: pd.DataFrame, xy: np.ndarray, colour_by: str, title: 
               "result": {"domain": ["right", "wrong"], "range": ["#2ca02c", "#d62728"]},
               "digit": {"domain": [str(k) for k in range(10)], "scheme": "tableau10"}}
     hidden = {"labels": False, "ticks": False, "title": None, "grid": False}  # the map's axes have no units
+    legend = {"orient": "top", "columns": 5 if column == "digit" else 2}
+    # the domains' legend: with the colours' when they are the domains (Vega-Lite merges equal ones), else under
+    # the map (beside the colours' legend at its top, it was cut in half on a 1024-px page)
+    domain_legend = legend if column == "domain" else {"orient": "bottom"}
+    domains = list(DOMAIN_NAMES.values())
     return {
         "title": {"text": title, "anchor": "start"}, "height": 380, "data": {"values": d.to_dict("records")},
-        "mark": {"type": "point", "filled": True, "size": 22, "opacity": 0.7},
+        "mark": {"type": "point", "filled": True, "opacity": 0.7},
         "encoding": {
             "x": {"field": "x", "type": "quantitative", "axis": hidden, "scale": {"zero": False}},
             "y": {"field": "y", "type": "quantitative", "axis": hidden, "scale": {"zero": False}},
-            "color": {"field": column, "type": "nominal", "scale": scales[column], "title": None,
-                      "legend": {"orient": "top", "columns": 5 if column == "digit" else 2}},
-            # under the map: beside the colours' legend at its top, the shapes' was cut in half a 1024-px page
-            "shape": {"field": "domain", "type": "nominal", "title": None, "legend": {"orient": "bottom"},
-                      "scale": {"domain": list(DOMAIN_NAMES.values()), "range": [SHAPES[k] for k in DOMAIN_NAMES]}},
+            "color": {"field": column, "type": "nominal", "scale": scales[column], "title": None, "legend": legend},
+            "shape": {"field": "domain", "type": "nominal", "title": None, "legend": domain_legend,
+                      "scale": {"domain": domains, "range": [SHAPES[k] for k in DOMAIN_NAMES]}},
+            # the target's points larger: twenty drawn digits are otherwise lost among a thousand MNIST ones (in
+            # the same legend as the shapes: a legend of its own, or none, took the shapes' away)
+            "size": {"field": "domain", "type": "nominal", "title": None, "legend": domain_legend,
+                     "scale": {"domain": domains, "range": [22, 60]}},
             "tooltip": [{"field": "domain"}, {"field": "digit", "title": "true"}, {"field": "predicted"},
                         {"field": "confidence", "format": ".0%"}],
         },
