@@ -328,7 +328,9 @@ def test_numbers_view_reads_the_built_in_numbers_on_request():
     assert not at.exception and "Numbers read exactly right" not in [m.label for m in at.metric]
     at.button(key="read_numbers").click().run()
     assert not at.exception
-    assert "Numbers read exactly right" in [m.label for m in at.metric]
+    read = [m for m in at.metric if m.label == "Numbers read exactly right"]
+    assert read and read[0].value.endswith(" %") and read[0].proto.delta.startswith("95 % CI ")
+    assert not [b for b in at.button if b.key == "read_numbers"]  # read: the button is gone, in the same run
 
 
 def test_a_cached_evaluation_renders_without_tensorflow():

@@ -31,7 +31,6 @@ STABLE_TARGETS = ("sklearn-digits", "mnist-test")
 TILE_SIDE = 52
 TILE_WIDTH = 2 * TILE_SIDE + 6  # the pair and the gap between them, at 1:1
 TILE_NAME = 16  # characters of a file name under a tile: a saved digit's 28 took five lines
-PERCENT = st.column_config.NumberColumn(format="percent")
 
 
 @dataclass
@@ -650,8 +649,10 @@ def numbers_view(ctx: Context) -> None:
     try:
         if numbers_source == "built in":
             key = numbers_key(ctx)
-            if key not in st.session_state and st.button("Read the 300 built-in numbers", key="read_numbers"):
+            slot = st.empty()  # the button goes once the numbers are read, in the run that reads them
+            if key not in st.session_state and slot.button("Read the 300 built-in numbers", key="read_numbers"):
                 st.session_state[key] = builtin_numbers(ctx.model_key, method, ctx.factory)
+                slot.empty()
             nres = st.session_state.get(key)
         else:
             nzip = st.file_uploader("A .zip of number images named like 127_0001.png", type=["zip"], key="nzip")
@@ -661,10 +662,16 @@ def numbers_view(ctx: Context) -> None:
         show_error(e)
     if nres:
         a, b = st.columns([1, 2])
-        a.metric("Numbers read exactly right", report.pct(nres["accuracy"], 2),
+        from core.coverage import wilson_interval
+
+        correct = int(round(nres["accuracy"] * nres["n"]))
+        low, high = wilson_interval(correct, nres["n"]) if nres["n"] else (None, None)
+        a.metric("Numbers read exactly right", report.pct(nres["accuracy"], 1), report.ci_text(low, high),
+                 delta_color="off", delta_arrow="off",
                  help=f"{report.plural(nres['n'], 'number')}; included in the HTML report")
-        b.dataframe(pd.DataFrame(nres["per_length"]).rename(columns={"digits": "digits in the number"}),
-                    hide_index=True, column_config={"accuracy": PERCENT})
+        per_length = pd.DataFrame(nres["per_length"]).rename(columns={"digits": "digits in the number"})
+        per_length["accuracy"] = per_length["accuracy"].map(report.pct)  # written as the metric beside it
+        b.dataframe(per_length, hide_index=True)
         if nres.get("skipped_files"):
             with st.expander(f"{report.plural(len(nres['skipped_files']), 'file')} skipped"):
                 st.text("\n".join(nres["skipped_files"][:500]))
