@@ -14,7 +14,9 @@ Source and target both go through the same view, so "after" compares what the mo
 Per property the gap is scipy's Wasserstein distance (earth mover's distance: in the property's own unit, how
 far the target's values must move to match the source's); divided by the source's spread as given (its
 standard deviation, floored, see SCALE_FLOOR) it is scale-free and comparable across properties and views.
-`explain_shift` turns the before/after distances into sentences, with the thresholds stated below.
+`explain_shift` turns the before/after distances into sentences, with the thresholds stated below. A target of
+a few images differs from MNIST by chance alone: `chance_distance` measures how much, from as many MNIST digits
+drawn at random, and a verdict that rests on a distance within it is "unsure", not a gap (nor the lack of one).
 
 The penultimate-layer features (`penultimate_model`, `feature_sample`, `embed_2d`) show the same shift as
 the model sees it. TensorFlow is imported only inside those functions.

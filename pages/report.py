@@ -43,7 +43,7 @@ except OSError as e:  # the chosen run's model vanished between listing and read
     st.stop()
 
 st.caption(view.identity_caption(identity))
-if source == "mnist-test":
+if source == "mnist-test" and not chosen.path:  # the shipped model: Home's figure is its
     st.info("This is MNIST itself, the shipped model's own domain. `naive` gives the model these images as they are "
             "(the Home page's figure); `paper` and `mnist` frame again digits that are framed already, which can "
             "cost a little accuracy: the Methods view compares them.")
