@@ -771,7 +771,7 @@ def load_target(target: str) -> Dataset:
             raise NothingYetError("No digits saved yet: draw digits on the Draw page and save each with its label "
                                   "(Save to my digits).")
         ds = load_folder(collected_dir(), name="collected")
-        ds.provenance = f"{_count(len(ds), 'digit')} drawn and labelled on the Draw page"
+        ds.provenance = f"{_count(len(ds), 'digit')} saved with a label on the Draw page (drawn, uploaded or examples)"
         return ds
     from core.images import failure_reason
 

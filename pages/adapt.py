@@ -16,6 +16,7 @@ from core.runs import runs_with_models
 from core.storage import atomic_write_bytes
 from ui import cache, render
 from ui.nav import ensure_app_navigation
+from ui.pickers import SOURCES
 from ui.runs_view import job_signature
 from ui.safe import guarded, md_escape, read_only_note, show_error
 
@@ -36,8 +37,6 @@ with st.expander("The three strategies", expanded=False):
         "Each fit runs the same number of gradient steps whatever k is, on the k images per class enlarged by "
         "elastic distortion. The test part is a fixed stratified share of the target set.")
 
-TARGETS = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "MNIST test set (source domain)",
-           "collected": "my drawn digits", "upload": "upload a .zip"}
 
 #: The k a user can pick (the default is core.adaptation.DEFAULT_SHOTS).
 SHOT_CHOICES = [1, 2, 5, 10, 20, 50, 100]
@@ -47,7 +46,7 @@ if read_only():
     st.info(read_only_note("queueing adaptation jobs is turned off; saved results are shown below"))
 else:
     c1, c2 = st.columns(2)
-    target = c1.selectbox("Target data set", list(TARGETS), format_func=TARGETS.get, key="adapt_target")
+    target = c1.selectbox("Target data set", list(SOURCES), format_func=SOURCES.get, key="adapt_target")
     models = {"": "Shipped reused model (simple CNN)"}
     models.update({r.path: r.title for r in runs_with_models() if r.id != "reused-cnn"})
     model = c2.selectbox("Model to adapt", list(models), format_func=models.get, key="adapt_model")
@@ -175,7 +174,7 @@ if not results:
 
 def label(r: dict) -> str:
     model = "shipped model" if r["model"].endswith("reused-cnn/model.keras") else r["model"].split("/")[-2:][0]
-    return f"{TARGETS.get(r['target'], r['target'])} · {model} · {r['n_test']} test images · {r['id']}"
+    return f"{SOURCES.get(r['target'], r['target'])} · {model} · {r['n_test']} test images · {r['id']}"
 
 
 chosen = st.selectbox("Result", range(len(results)), format_func=lambda i: label(results[i]), key="adapt_result")

@@ -15,9 +15,9 @@ TILE_PX = 112  # a tile's width: the grid wraps as many per row as the screen ho
 SHOWN = 12  # per label at first, newest first: a large collection still opens at once
 
 st.title("My digits")
-st.caption("The digits drawn on the Draw & Reframe page and saved with their true label. The Reused-model report "
-           "evaluates them as a data set (\"my drawn digits\"). A wrong label here makes a right answer look wrong "
-           "there: relabel or delete it.")
+st.caption("The digits saved with their true label on the Draw & Reframe page: drawn, uploaded or examples. The "
+           "Reused-model report evaluates them as a data set (\"my digits\"). A wrong label here makes a right "
+           "answer look wrong there: relabel or delete it.")
 
 # What the last relabel or delete did, kept across the rerun its callback triggers: a toast, seen wherever the
 # page is scrolled; an error also stays at the top.

@@ -172,4 +172,4 @@ def test_the_pages_cached_my_digits_follow_saves_relabels_and_deletes():
     relabel_collected(list_collected()[0].path, 7)
     assert sorted(cache.target("collected").labels.tolist()) == [1, 7]
     delete_collected(list_collected()[0].path)
-    assert len(cache.target("collected")) == 1 and "1 digit drawn" in cache.target("collected").provenance
+    assert len(cache.target("collected")) == 1 and "1 digit saved" in cache.target("collected").provenance

@@ -15,7 +15,7 @@ from core.datasets import Dataset
 from ui import cache
 
 SOURCES = {"sklearn-digits": "scikit-learn digits (8x8 scans)", "mnist-test": "MNIST test set (source domain)",
-           "collected": "my drawn digits", "upload": "upload a .zip"}
+           "collected": "my digits (saved on the Draw page)", "upload": "upload a .zip"}
 SHIPPED = "shipped"
 UPLOAD = "upload"
 
