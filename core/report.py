@@ -141,10 +141,10 @@ def comparison_frame(evaluations: dict[str, Evaluation]) -> pd.DataFrame:
         low, high = wilson_interval(correct, n)
         row = {"method": method, "accuracy": s["accuracy"], "accuracy_low": low, "accuracy_high": high,
                "macro_f1": s["macro"]["f1"], "blank": ev.blank}
-        for r in ev.per_digit():
-            d, images = r["digit"], r["tp"] + r["fn"]
-            lo, hi = wilson_interval(r["tp"], images) if images else (None, None)
-            row.update({f"recall_{d}": r["recall"], f"recall_{d}_low": lo, f"recall_{d}_high": hi})
+        for r in rates_frame(ev.per_digit()).to_dict("records"):  # the per-digit table's recall and interval
+            d = r["digit"]
+            row.update({f"recall_{d}": r["recall"], f"recall_{d}_low": r["recall_low"],
+                        f"recall_{d}_high": r["recall_high"]})
         rows.append(row)
     return pd.DataFrame(rows)
 
