@@ -31,6 +31,8 @@ from core.process import pid_alive
 from core.storage import storage_error
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
+#: The statuses of a job that has not ended (pages watch these live).
+ACTIVE = ("queued", "running")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -10,8 +10,8 @@ import streamlit as st
 
 from core import adaptation, jobs
 from core.config import data_home, read_only
-from core.report import plural
 from core.errors import DigitLabError
+from core.report import plural
 from core.runs import runs_with_models
 from core.storage import atomic_write_bytes
 from ui import cache, render
@@ -103,7 +103,6 @@ else:
             show_error(e)
 
 
-ACTIVE = ("queued", "running")
 #: Ended adaptation jobs shown as cards (newest first): a failure is said here, where it was queued.
 RECENT_JOBS = 3
 
@@ -128,7 +127,7 @@ def adaptation_jobs() -> None:
         # shows below without a reload.
         st.rerun(scope="app")
     for job in polled:
-        if job.status in ACTIVE:
+        if job.status in jobs.ACTIVE:
             running_card(job)
 
 
@@ -161,7 +160,7 @@ def ended_card(job: jobs.Job) -> None:
 
 
 adaptation_jobs()
-for ended in [j for j in listed if j.status not in ACTIVE][:RECENT_JOBS]:
+for ended in [j for j in listed if j.status not in jobs.ACTIVE][:RECENT_JOBS]:
     ended_card(ended)
 
 st.subheader("Results")

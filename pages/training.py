@@ -363,7 +363,6 @@ def job_card(job: jobs.Job) -> None:
                        + f"run folder {md_escape(shown_path(job.run_dir))}{note}")
 
 
-ACTIVE = ("queued", "running")
 #: Finished jobs shown as cards; older ones are folded away (the queue keeps the last 20).
 RECENT_JOBS = 5
 
@@ -381,7 +380,7 @@ def live_jobs() -> None:
         # the overlay (and the curves go live, or stop polling) without a reload.
         st.rerun(scope="app")
     for job in listed:
-        if job.status in ACTIVE:
+        if job.status in jobs.ACTIVE:
             job_card(job)
     if not listed:  # said here, from this fragment's own list: a job queued in this run is already in it
         st.caption("No jobs yet: queued and running trainings appear here, live.")
@@ -393,7 +392,7 @@ for aside in jobs.set_aside_databases()[:1]:
                "(kept, not deleted); a fresh queue was started. Delete that file when you no longer need it.")
 by_path = {r.path: r for r in runs.values()}
 live_jobs()
-finished = [job for job in listed_jobs if job.status not in ACTIVE]
+finished = [job for job in listed_jobs if job.status not in jobs.ACTIVE]
 for job in finished[:RECENT_JOBS]:
     job_card(job)
 if finished[RECENT_JOBS:] and st.toggle(f"Show {len(finished) - RECENT_JOBS} older jobs", key="older_jobs"):
