@@ -60,7 +60,7 @@ PROPERTIES: dict[str, tuple[str, str, str]] = {
 GROUPS: dict[str, str] = {
     "background": "polarity", "size": "size", "com_offset": "position", "ink_share": "amount of ink",
     "aspect": "handwriting style", "slant": "handwriting style", "stroke_width": "handwriting style",
-    "grey_levels": "scan quality",
+    "grey_levels": "ink tones",  # a scanner's or a pen's: drawn digits have them too
 }
 
 #: The smallest spread used to scale a distance, in the property's unit. The source's own standard deviation

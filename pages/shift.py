@@ -1,7 +1,7 @@
 """Domain shift: what differs between MNIST and a target set, before and after reframing, in numbers and words."""
 import streamlit as st
 
-from core import shift
+from core import report, shift
 from core.errors import DigitLabError
 from core.reframing import DEFAULT_METHOD, METHODS
 from ui import cache, pickers, render, shift_view
@@ -36,10 +36,12 @@ placeholder = st.empty()
 with placeholder.status("Measuring image properties...", expanded=False) as status:
     status.update(label=f"Measuring {len(source_ds):,} MNIST digits before and after `{method}` reframing (1/2)...")
     src = shift_view.source_properties(method)
-    status.update(label=f"Measuring {len(dataset):,} target images before and after `{method}` reframing (2/2)...")
+    status.update(label=f"Measuring {report.plural(len(dataset), 'target image')} before and after `{method}` "
+                        "reframing (2/2)...")
     tgt = shift_view.target_properties(dataset, shift_view.dataset_key(dataset), method)
     if len(tgt):
-        status.update(label=f"Measuring how much {len(tgt):,} MNIST digits drawn at random differ by chance...")
+        status.update(label=f"Measuring how much {report.plural(len(tgt), 'MNIST digit')} drawn at random "
+                            "differ by chance...")
         chance = shift_view.chance_levels(method, len(tgt))
 placeholder.empty()
 if len(tgt) == 0:
@@ -61,11 +63,11 @@ m[3].metric("Gaps still open", f"{left} of {len(result.distances)}",
                  "by reframing can still be one.")
 unsure = int((result.distances["verdict"] == "unsure").sum())
 if unsure:
-    st.caption(f"**Unsure** for {unsure} of {len(result.distances)} properties: {len(tgt):,} target images are too "
-               "few to tell a gap there from chance (the table's *chance* column). Neither count above includes "
-               "them.")
+    st.caption(f"**Unsure** for {unsure} of {len(result.distances)} properties: "
+               f"{report.plural(len(tgt), 'target image')} {'is' if len(tgt) == 1 else 'are'} too few to tell a gap "
+               "there from chance (the table's *chance* column). Neither count above includes them.")
 if tgt.dropped:
-    with st.expander(f"{len(tgt.dropped)} target images left out"):
+    with st.expander(f"{report.plural(len(tgt.dropped), 'target image')} left out"):
         st.text("\n".join(tgt.dropped[:500]))
 
 st.subheader("In plain words")

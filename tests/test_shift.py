@@ -205,7 +205,7 @@ def test_chance_distance_shrinks_with_the_number_of_images():
       "(stroke width 1.60 -> 0.30)"], ["handwriting itself", "does not close"]),
     # reframing makes one gap worse and opens another
     ({"grey_levels": (2.4, 6.1), "com_offset": (0.1, 0.9)},
-     ["widens the gaps in scan quality (grey levels 2.40 -> 6.10)", "opens gaps that were not there before in "
+     ["widens the gaps in ink tones (grey levels 2.40 -> 6.10)", "opens gaps that were not there before in "
       "position (centre-of-mass offset 0.10 -> 0.90)"], ["handwriting"]),
     # no gap anywhere
     ({"slant": (0.1, 0.1)}, ["looks like MNIST on every measured property"], ["closes", "largest"]),
