@@ -10,6 +10,7 @@ from core.datasets import save_collected
 from core.errors import DigitLabError
 from core.images import EXTENSIONS, decode_image
 from core.models import model_identity, reused_model_path
+from core.report import plural
 from core.reframing import DEFAULT_METHOD, METHODS
 from core.runs import runs_with_models
 from ui import cache, pickers, render
@@ -154,7 +155,7 @@ for col, m in zip(cols, METHODS):
 st.subheader("The other models on the same input")
 under_test = Path(model_path or reused_model_path()).resolve()
 others = [r for r in runs_with_models() if (Path(r.path) / "model.keras").resolve() != under_test]
-compare = f"Compare with the {render.plural(len(others), 'other trained model')} (loads each once)"
+compare = f"Compare with the {plural(len(others), 'other trained model')} (loads each once)"
 if st.toggle(compare, key="others", disabled=not others):
     rows = []
     image_28 = results[method].reframed.image

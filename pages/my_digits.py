@@ -5,6 +5,7 @@ from core.collected import CollectedDigit, counts, delete_collected, list_collec
 from core.config import read_only
 from core.errors import DigitLabError
 from core.images import read_image
+from core.report import plural
 from ui import render
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, read_only_note, show_error
@@ -74,7 +75,7 @@ for label in range(10):
     if not mine:
         continue
     st.subheader(f"Labelled {label}", anchor=False)
-    show_all = len(mine) <= SHOWN or st.toggle(f"Show all {render.plural(len(mine), 'digit')}",
+    show_all = len(mine) <= SHOWN or st.toggle(f"Show all {plural(len(mine), 'digit')}",
                                                key=f"all-{label}")
     if not show_all:
         st.caption(f"The newest {SHOWN} of {len(mine)}.")

@@ -278,16 +278,6 @@ def test_draw_page_example_is_shown_framed_at_its_real_pixels():
     assert "true label" in image_captions(at)
 
 
-@pytest.mark.parametrize("n, word, many, expected", [
-    (0, "digit", None, "0 digits"), (1, "digit", None, "1 digit"), (2, "image", None, "2 images"),
-    (1, "other trained model", None, "1 other trained model"), (1234, "entry", "entries", "1,234 entries"),
-])
-def test_plural(n, word, many, expected):
-    from ui.render import plural
-
-    assert plural(n, word, many) == expected
-
-
 @pytest.mark.parametrize("method", ["naive", "paper", "mnist"])
 @pytest.mark.parametrize("image", ["canvas one", "small scan", "light on dark"])
 def test_every_stage_is_framed_and_captioned_in_a_few_short_words(method, image):
@@ -422,3 +412,4 @@ def test_draw_page_model_under_test_can_be_a_run_or_an_uploaded_file(tmp_path):
     at.file_uploader(key="draw_model_upload").upload("mine.keras", path.read_bytes(), "application/zip").run()
     assert not at.exception and not at.error
     assert "flat" in " ".join(c.value for c in at.caption) and at.metric[0].value in [str(d) for d in range(10)]
+

@@ -1,4 +1,4 @@
-"""Small renderers shared by pages: stage strips, framed thumbnails, charts and counted words."""
+"""Small renderers shared by pages: stage strips, framed thumbnails and charts."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -34,11 +34,6 @@ _SHORT = {
     "centre of mass": "ink's centre in the middle",
 }
 _NOTE_MAX = 30  # a core note this short is shown as it is (it may carry numbers: "gamma 1.30: enlarged 2.5x")
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """'1 digit', '2 digits', '1,024 images': a count with its noun in the right number."""
-    return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
 def framed(image: np.ndarray, size: int = 112) -> np.ndarray:
