@@ -9,7 +9,7 @@ from core.errors import DigitLabError
 from core.evaluation import evaluate
 from core.models import reused_model_path
 from core.reframing import DEFAULT_METHOD, METHODS
-from ui import cache, pickers, report_view as view
+from ui import cache, pickers, render, report_view as view
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, show_error
 
@@ -96,15 +96,14 @@ ctx = view.Context(dataset, ev, summary, method, model_path, identity["sha256"][
                    functools.partial(cache.predictor, model_arg), token)
 
 low, high = summary["accuracy_ci"]
-# A wrapping row: at 1024 px with the sidebar open, wider metrics would not fit side by side and be cut.
-with st.container(horizontal=True, gap="medium"):
-    st.metric("Accuracy", report.pct(summary["accuracy"], 1), f"95 % CI {100 * low:.1f}-{100 * high:.1f} %",
-              delta_color="off", delta_arrow="off", width="content",
-              help=f"95 % Wilson interval [{report.pct(low, 2)}, {report.pct(high, 2)}] on {ev.n:,} images; "
-                   f"accuracy {report.pct(summary['accuracy'], 2)}")
-    st.metric("Macro precision", report.pct(summary["macro"]["precision"], 1), width="content")
-    st.metric("Macro recall", report.pct(summary["macro"]["recall"], 1), width="content")
-    st.metric("Macro F1", report.pct(summary["macro"]["f1"], 1), width="content")
+render.kpi_row([
+    ("Accuracy", report.pct(summary["accuracy"], 1), f"95 % CI {100 * low:.1f}-{100 * high:.1f} %",
+     f"95 % Wilson interval [{report.pct(low, 2)}, {report.pct(high, 2)}] on {ev.n:,} images; "
+     f"accuracy {report.pct(summary['accuracy'], 2)}"),
+    ("Macro precision", report.pct(summary["macro"]["precision"], 1)),
+    ("Macro recall", report.pct(summary["macro"]["recall"], 1)),
+    ("Macro F1", report.pct(summary["macro"]["f1"], 1)),
+], key="headline")
 h1, h2 = st.columns([3, 1], vertical_alignment="bottom")
 h1.markdown(view.automation_headline(summary["automation"]))
 h2.number_input("Target accuracy %", 50.0, 100.0, 99.0, 0.5, format="%.1f", key="target_accuracy",

@@ -1,4 +1,5 @@
 import os
+import re
 import time
 from pathlib import Path
 
@@ -58,3 +59,13 @@ def mnist_test_available() -> bool:
     from core.datasets import load_mnist_test
 
     return load_mnist_test() is not None
+
+
+def headline(at) -> dict[str, tuple[str, str | None]]:
+    """The page's headline figures (ui.render.kpi_row): label -> (value, note)."""
+    out = {}
+    for m in at.markdown:
+        if 'class="kpi"' in m.value:
+            parts = dict(re.findall(r'class="kpi-(label|value|note)"[^>]*>([^<]*)<', m.value))
+            out[parts["label"]] = (parts["value"], parts.get("note"))
+    return out

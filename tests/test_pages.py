@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import canvas
+from tests.conftest import canvas, headline
 
 TIMEOUT = 120
 
@@ -107,8 +107,7 @@ def _zip(entries) -> bytes:
 def test_report_page_default_shows_the_papers_tables():
     at = AppTest.from_file("../pages/report.py", default_timeout=TIMEOUT).run()
     assert not at.exception and not at.error
-    labels = [m.label for m in at.metric]
-    assert labels[:4] == ["Accuracy", "Macro precision", "Macro recall", "Macro F1"]
+    assert list(headline(at)) == ["Accuracy", "Macro precision", "Macro recall", "Macro F1"]
     assert "1,797 images evaluated" in " ".join(c.value for c in at.caption)
     at.segmented_control(key="view").set_value("Per digit").run()  # only the chosen view runs
     assert len(at.table) >= 2  # TP/TN/FP/FN and the rates (ten rows each: static tables)
@@ -122,10 +121,10 @@ def test_report_page_default_shows_the_papers_tables():
 
 def test_report_page_method_switch_and_the_matrix_shares_switch():
     at = AppTest.from_file("../pages/report.py", default_timeout=TIMEOUT).run()
-    acc_default = at.metric[0].value
+    acc_default = headline(at)["Accuracy"]
     at.radio(key="method").set_value("naive").run()
     assert not at.exception
-    assert at.metric[0].value != acc_default
+    assert headline(at)["Accuracy"] != acc_default
     chart = at.get("vega_lite_chart")[0].proto
     spec = json.loads(chart.spec)
     assert spec["params"][0]["bind"]["input"] == "checkbox"  # the chart's own checkbox, no rerun
@@ -413,3 +412,10 @@ def test_draw_page_model_under_test_can_be_a_run_or_an_uploaded_file(tmp_path):
     assert not at.exception and not at.error
     assert "flat" in " ".join(c.value for c in at.caption) and at.metric[0].value in [str(d) for d in range(10)]
 
+
+def test_kpi_html_escapes_and_leaves_out_an_empty_note():
+    from ui.render import kpi_html
+
+    shown = kpi_html("F1 <macro>", "94.1 %", None, 'said "so"')
+    assert "F1 &lt;macro&gt;" in shown and 'title="said &quot;so&quot;"' in shown and "kpi-note" not in shown
+    assert 'class="kpi-note"' in kpi_html("Accuracy", "94.1 %", "95 % CI 93.0-95.1 %")
