@@ -112,7 +112,7 @@ FIGURES = {
 }
 
 METRIC = '[data-testid="stMetric"]'
-HEADLINE = ".st-key-headline .kpi"
+HEADLINE = '.st-key-headline [data-testid="stMarkdown"]'
 PROGRESS_JS = """() => [...document.querySelectorAll('[data-testid="stProgress"]')].map(p => {
   const bar = p.querySelector('[aria-valuenow]');
   return (bar ? bar.getAttribute('aria-valuenow') : '?') + '|' + p.innerText.trim();

@@ -97,9 +97,7 @@ ctx = view.Context(dataset, ev, summary, method, model_path, identity["sha256"][
 
 low, high = summary["accuracy_ci"]
 render.kpi_row([
-    ("Accuracy", report.pct(summary["accuracy"], 1), f"95 % CI {100 * low:.1f}-{100 * high:.1f} %",
-     f"95 % Wilson interval [{report.pct(low, 2)}, {report.pct(high, 2)}] on {ev.n:,} images; "
-     f"accuracy {report.pct(summary['accuracy'], 2)}"),
+    ("Accuracy", report.pct(summary["accuracy"], 1), f"95 % CI {100 * low:.1f}-{100 * high:.1f} %"),
     ("Macro precision", report.pct(summary["macro"]["precision"], 1)),
     ("Macro recall", report.pct(summary["macro"]["recall"], 1)),
     ("Macro F1", report.pct(summary["macro"]["f1"], 1)),

@@ -63,9 +63,5 @@ def mnist_test_available() -> bool:
 
 def headline(at) -> dict[str, tuple[str, str | None]]:
     """The page's headline figures (ui.render.kpi_row): label -> (value, note)."""
-    out = {}
-    for m in at.markdown:
-        if 'class="kpi"' in m.value:
-            parts = dict(re.findall(r'class="kpi-(label|value|note)"[^>]*>([^<]*)<', m.value))
-            out[parts["label"]] = (parts["value"], parts.get("note"))
-    return out
+    found = (re.fullmatch(r":small\[(.+)\]\n\n## (.+?)(?:\n\n:small\[:gray\[(.+)\]\])?", m.value) for m in at.markdown)
+    return {f.group(1): (f.group(2).replace("\\", ""), f.group(3)) for f in found if f}  # as shown: unescaped

@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+HEADLINE = '.st-key-headline [data-testid="stMarkdown"]'  # the Report's figures (ui.render.kpi_row)
+
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian chromium not installed (apt-get install chromium; .ci/run does)")
@@ -224,7 +226,7 @@ def test_report_matrix_shows_shares_and_keeps_them_when_a_cell_is_clicked(server
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     try:
         page.goto(f"{server}/report", timeout=60_000)
-        page.locator(".st-key-headline .kpi").filter(has_text="Accuracy").first.wait_for(timeout=180_000)
+        page.locator(HEADLINE).filter(has_text="Accuracy").first.wait_for(timeout=180_000)
         _settle(page)
         chart = page.get_by_test_id("stVegaLiteChart").first
         chart.scroll_into_view_if_needed()
@@ -278,7 +280,7 @@ def test_a_control_inside_a_report_view_reruns_that_view_without_error(server, b
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         page.goto(f"{server}/report", timeout=60_000)
-        page.locator(".st-key-headline .kpi").filter(has_text="Accuracy").first.wait_for(timeout=180_000)
+        page.locator(HEADLINE).filter(has_text="Accuracy").first.wait_for(timeout=180_000)
         _settle(page)
         page.locator(".st-key-view button").filter(has_text="Numbers").first.click()
         read = page.get_by_role("button", name="Read the 300 built-in numbers")

@@ -413,9 +413,9 @@ def test_draw_page_model_under_test_can_be_a_run_or_an_uploaded_file(tmp_path):
     assert "flat" in " ".join(c.value for c in at.caption) and at.metric[0].value in [str(d) for d in range(10)]
 
 
-def test_kpi_html_escapes_and_leaves_out_an_empty_note():
-    from ui.render import kpi_html
+def test_kpi_markdown_escapes_and_leaves_out_an_empty_note():
+    from ui.render import kpi_markdown
 
-    shown = kpi_html("F1 <macro>", "94.1 %", None, 'said "so"')
-    assert "F1 &lt;macro&gt;" in shown and 'title="said &quot;so&quot;"' in shown and "kpi-note" not in shown
-    assert 'class="kpi-note"' in kpi_html("Accuracy", "94.1 %", "95 % CI 93.0-95.1 %")
+    assert kpi_markdown("Macro F1", "94.1 %") == ":small[Macro F1]\n\n## 94\\.1 %"  # not an ordered list
+    shown = kpi_markdown("*bold*", "1 %", "95 % CI 0.0-5.0 %")
+    assert shown == ":small[\\*bold\\*]\n\n## 1 %\n\n:small[:gray[95 % CI 0.0-5.0 %]]"

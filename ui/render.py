@@ -1,7 +1,6 @@
 """Small renderers shared by pages: headline figures, stage strips, framed thumbnails and charts."""
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Sequence
 
 import cv2
@@ -10,6 +9,7 @@ import streamlit as st
 
 from core.images import thumbnail
 from core.reframing import Reframed, Stage
+from ui.safe import md_escape
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,29 +37,28 @@ _SHORT = {
 _NOTE_MAX = 30  # a core note this short is shown as it is (it may carry numbers: "gamma 1.30: enlarged 2.5x")
 
 
-def kpi_html(label: str, value: str, note: str | None = None, title: str | None = None) -> str:
-    """One headline figure as HTML for st.markdown, in st.metric's sizes: a label, a large value, a grey note;
-    `title` is the hover text."""
-    tip = f' title="{html.escape(title)}"' if title else ""
-    below = f'<div class="kpi-note" style="font-size:0.875rem;opacity:0.65">{html.escape(note)}</div>' if note else ""
-    return (f'<div class="kpi"{tip}><div class="kpi-label" style="font-size:0.875rem">{html.escape(label)}</div>'
-            f'<div class="kpi-value" style="font-size:2.25rem;line-height:1.25">{html.escape(value)}</div>'
-            f"{below}</div>")
+def kpi_markdown(label: str, value: str, note: str | None = None) -> str:
+    """One headline figure as plain Markdown, laid out as st.metric: a small label, the value as a level-2 heading
+    (st.metric's size), and a small grey note under it."""
+    lines = [f":small[{md_escape(label)}]", f"## {md_escape(value)}"]
+    lines += [f":small[:gray[{md_escape(note)}]]"] if note else []
+    return "\n\n".join(lines)
 
 
 def kpi_row(figures: Sequence[tuple], key: str) -> None:
-    """Headline figures side by side, each `(label, value[, note[, title]])` as in kpi_html; the row wraps on a
-    narrow screen (at 1024 px with the sidebar open, four would not fit side by side).
+    """Headline figures side by side, each `(label, value[, note])` as in kpi_markdown; the row wraps on a narrow
+    screen.
 
-    Markdown, not st.metric, because the browser draws it with the page. Streamlit loads each element type's code
-    the first time the page shows one, and React 18 then reveals it no sooner than 0.5 s after the last loading
-    placeholder it drew for any other element. A page's headline therefore waited for its select boxes, chart
-    and images: the Report on a fresh server, evaluation cached, showed its accuracy 1.90 s (median) after the
-    request with st.metric and 1.37 s as markdown (probes, five fresh servers each, interleaved).
+    Plain Markdown, not st.metric nor HTML, because the browser draws it with the page. Streamlit loads an element
+    type's code the first time a page shows one (st.metric's, and for Markdown with HTML the HTML parser's), and
+    React 18 then reveals it no sooner than 0.5 s after the last loading placeholder it drew for any element. A
+    page's headline therefore waited for its select boxes, chart and images: the Report on a fresh server,
+    evaluation cached, showed its accuracy 1.90 s (median) after the request with st.metric and 1.37 s as plain
+    Markdown (probes, five fresh servers each, interleaved).
     """
     with st.container(horizontal=True, gap="medium", key=key):
         for figure in figures:
-            st.markdown(kpi_html(*figure), unsafe_allow_html=True, width="content")
+            st.markdown(kpi_markdown(*figure), width="content")
 
 
 def framed(image: np.ndarray, size: int = 112) -> np.ndarray:
