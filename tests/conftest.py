@@ -62,6 +62,22 @@ def mnist_test_available() -> bool:
 
 
 def headline(at) -> dict[str, tuple[str, str | None]]:
-    """The page's headline figures (ui.render.kpi_row): label -> (value, note)."""
-    found = (re.fullmatch(r":small\[(.+)\]\n\n## (.+?)(?:\n\n:small\[:gray\[(.+)\]\])?", m.value) for m in at.markdown)
-    return {f.group(1): (f.group(2).replace("\\", ""), f.group(3)) for f in found if f}  # as shown: unescaped
+    """The page's headline figures (ui.render.kpi_row: a small label, a heading, a caption, in a block of their
+    own): label -> (value, note), as shown."""
+    def shown(text: str) -> str:
+        return re.sub(r"\\(.)", r"\1", text).replace("\u2060", "")
+
+    def blocks(node):
+        children = list(getattr(node, "children", {}).values())
+        if children:
+            yield children
+        for child in children:
+            yield from blocks(child)
+
+    out = {}
+    for kids in blocks(at.main):
+        types = [k.type for k in kids]
+        label = re.fullmatch(r":small\[(.+)\]", kids[0].value) if types[:2] == ["markdown", "header"] else None
+        if label and types[2:] in ([], ["caption"]):
+            out[shown(label.group(1))] = (shown(kids[1].value), shown(kids[2].value) if len(kids) == 3 else None)
+    return out

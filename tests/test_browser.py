@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-HEADLINE = '.st-key-headline [data-testid="stMarkdown"]'  # the Report's figures (ui.render.kpi_row)
+HEADLINE = '.st-key-headline [data-testid="stVerticalBlock"]'  # the Report's figures (ui.render.kpi_row)
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),

@@ -121,10 +121,10 @@ def test_report_page_default_shows_the_papers_tables():
 
 def test_report_page_method_switch_and_the_matrix_shares_switch():
     at = AppTest.from_file("../pages/report.py", default_timeout=TIMEOUT).run()
-    acc_default = headline(at)["Accuracy"]
+    acc_default = headline(at)["Accuracy"][0]
     at.radio(key="method").set_value("naive").run()
     assert not at.exception
-    assert headline(at)["Accuracy"] != acc_default
+    assert headline(at)["Accuracy"][0] != acc_default
     chart = at.get("vega_lite_chart")[0].proto
     spec = json.loads(chart.spec)
     assert spec["params"][0]["bind"]["input"] == "checkbox"  # the chart's own checkbox, no rerun
@@ -413,9 +413,15 @@ def test_draw_page_model_under_test_can_be_a_run_or_an_uploaded_file(tmp_path):
     assert "flat" in " ".join(c.value for c in at.caption) and at.metric[0].value in [str(d) for d in range(10)]
 
 
-def test_kpi_markdown_escapes_and_leaves_out_an_empty_note():
-    from ui.render import kpi_markdown
+def test_kpi_row_shows_each_figure_as_a_label_a_value_and_a_note():
+    def page():
+        from ui.render import kpi_row
 
-    assert kpi_markdown("Macro F1", "94.1 %") == ":small[Macro F1]\n\n## 94\\.1 %"  # not an ordered list
-    shown = kpi_markdown("*bold*", "1 %", "95 % CI 0.0-5.0 %")
-    assert shown == ":small[\\*bold\\*]\n\n## 1 %\n\n:small[:gray[95 % CI 0.0-5.0 %]]"
+        kpi_row([("Accuracy", "94.1 %", "95 % CI 92.9-95.1 %"), ("a_b [c]", "#1 *"), ("Macro F1", "1 %", None)],
+                key="headline")
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    assert headline(at) == {"Accuracy": ("94.1 %", "95 % CI 92.9-95.1 %"), "a_b [c]": ("#1 *", None),
+                            "Macro F1": ("1 %", None)}
+    assert all(not h.proto.anchor and h.proto.hide_anchor for h in at.header)  # a number, not a section to link

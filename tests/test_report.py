@@ -341,4 +341,3 @@ def test_cli_report_writes_the_html_file(small_target, tmp_path, capsys):
 ])
 def test_plural(n, word, many, expected):
     assert report.plural(n, word, many) == expected
-

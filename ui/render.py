@@ -37,28 +37,24 @@ _SHORT = {
 _NOTE_MAX = 30  # a core note this short is shown as it is (it may carry numbers: "gamma 1.30: enlarged 2.5x")
 
 
-def kpi_markdown(label: str, value: str, note: str | None = None) -> str:
-    """One headline figure as plain Markdown, laid out as st.metric: a small label, the value as a level-2 heading
-    (st.metric's size), and a small grey note under it."""
-    lines = [f":small[{md_escape(label)}]", f"## {md_escape(value)}"]
-    lines += [f":small[:gray[{md_escape(note)}]]"] if note else []
-    return "\n\n".join(lines)
-
-
 def kpi_row(figures: Sequence[tuple], key: str) -> None:
-    """Headline figures side by side, each `(label, value[, note])` as in kpi_markdown; the row wraps on a narrow
-    screen.
+    """Headline figures side by side, each `(label, value[, note])`, laid out as st.metric: a small label, the
+    value large (a heading without its link), and a grey note under it; the row wraps on a narrow screen.
 
-    Plain Markdown, not st.metric nor HTML, because the browser draws it with the page. Streamlit loads an element
-    type's code the first time a page shows one (st.metric's, and for Markdown with HTML the HTML parser's), and
-    React 18 then reveals it no sooner than 0.5 s after the last loading placeholder it drew for any element. A
-    page's headline therefore waited for its select boxes, chart and images: the Report on a fresh server,
-    evaluation cached, showed its accuracy 1.90 s (median) after the request with st.metric and 1.37 s as plain
-    Markdown (probes, five fresh servers each, interleaved).
+    Markdown and headings, not st.metric, because the browser draws them with the page. Streamlit loads an
+    element type's script the first time a page shows one (st.metric's, and for Markdown with HTML an HTML
+    parser), and React 18 then reveals it no sooner than 0.5 s after the last loading placeholder it drew for
+    any element. A page's headline therefore waited for its select boxes, chart and images: the Report on a
+    fresh server, evaluation cached, showed its accuracy 1.70-1.96 s (1.90 median) after the request with
+    st.metric, and 1.23-1.43 s (1.32) this way (probes, five fresh servers each, the page's own clock).
     """
     with st.container(horizontal=True, gap="medium", key=key):
-        for figure in figures:
-            st.markdown(kpi_markdown(*figure), width="content")
+        for label, value, *note in figures:
+            with st.container(gap=None, width="content"):
+                st.markdown(f":small[{md_escape(label)}]")
+                st.header(md_escape(value), anchor=False)
+                if note and note[0]:
+                    st.caption(md_escape(note[0]))
 
 
 def framed(image: np.ndarray, size: int = 112) -> np.ndarray:
