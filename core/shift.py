@@ -425,10 +425,12 @@ def explain_shift(distances: pd.DataFrame, n_target: int | None = None) -> list[
     if by["opened"]:
         out.append(f"It opens gaps that were not there before in {_by_group(d, by['opened'])}.")
     if by["unsure"]:
-        few = f"{n_target:,} MNIST digits" if n_target else "as many MNIST digits"
+        from core.report import plural
+
+        few = f"{plural(n_target, 'MNIST digit')} drawn at random {'differs' if n_target == 1 else 'differ'}" \
+            if n_target else "as many MNIST digits drawn at random differ"
         out.append(f"Too few target images to tell whether reframing leaves a gap in {_by_group(d, by['unsure'])}: "
-                   f"{few} drawn at random differ from MNIST about as much by chance. More target images would "
-                   "tell.")
+                   f"{few} from MNIST about as much by chance. More target images would tell.")
     style = [p for p in by["remains"] + by["widened"] + by["opened"] if GROUPS[p] == "handwriting style"]
     if style:
         out.append("The handwriting itself still differs ("

@@ -10,8 +10,8 @@ from core.datasets import save_collected
 from core.errors import DigitLabError
 from core.images import EXTENSIONS, decode_image
 from core.models import model_identity, reused_model_path
-from core.report import plural
 from core.reframing import DEFAULT_METHOD, METHODS
+from core.report import plural
 from core.runs import runs_with_models
 from ui import cache, pickers, render
 from ui.nav import ensure_app_navigation

@@ -59,8 +59,8 @@ m[2].metric("Gaps shrunk", f"{shrunk} of {len(result.distances)}",
             help="Properties whose gap reframing closed, or narrowed to half or less.")
 m[3].metric("Gaps still open", f"{left} of {len(result.distances)}",
             help=f"Properties whose distance after reframing is at least {shift.NOTICEABLE} source standard "
-                 f"deviations, and more than {len(tgt):,} MNIST digits drawn at random show by chance; a gap narrowed "
-                 "by reframing can still be one.")
+                 f"deviations, and more than {report.plural(len(tgt), 'MNIST digit')} drawn at random show by chance; "
+                 "a gap narrowed by reframing can still be one.")
 unsure = int((result.distances["verdict"] == "unsure").sum())
 if unsure:
     st.caption(f"**Unsure** for {unsure} of {len(result.distances)} properties: "
@@ -81,9 +81,10 @@ st.caption("Wasserstein distance (earth mover's distance) between the source's a
            f" Verdicts: a gap under {shift.NOTICEABLE} standard deviations is none; *closed* ends under "
            f"it; *narrowed* at most {shift.NARROWED:.0%} of before; *widened* at least {shift.WIDENED:.0%}; "
            f"*unsure*: whether a gap is left cannot be told, the distance after reframing being within *chance* "
-           f"(what {len(tgt):,} MNIST digits drawn at random show) or chance itself over {shift.NOTICEABLE}.")
+           f"(what {report.plural(len(tgt), 'MNIST digit')} drawn at random show) or chance itself over "
+           f"{shift.NOTICEABLE}.")
 # Units and the change are in the CSV and under "How each property is measured": the table fits 1024 px.
-n_shown = f"{len(tgt):,}"
+n_shown = report.plural(len(tgt), "MNIST digit")
 chance_how = f"the {shift.CHANCE_PERCENTILE}th percentile over {shift.CHANCE_DRAWS} such draws"
 # Chance after reframing only, which decides *unsure* (the one before is in the CSV): eight columns did not fit.
 table = result.distances[["label", "before", "after", "scaled_before", "scaled_after", "chance_after", "verdict"]]
@@ -98,7 +99,7 @@ st.dataframe(table, hide_index=True, width="stretch", column_config={
     "scaled_after": st.column_config.NumberColumn("after (SD)", format="%.2f",
                                                   help="After, in standard deviations of MNIST as given"),
     "chance_after": st.column_config.NumberColumn(
-        "chance (SD)", format="%.2f", help=f"After reframing, the distance from MNIST of {n_shown} MNIST digits drawn "
+        "chance (SD)", format="%.2f", help=f"After reframing, the distance from MNIST of {n_shown} drawn "
                                            f"at random, with no shift at all ({chance_how}): a smaller gap may be "
                                            "chance. The same before reframing is in the CSV."),
 })
@@ -150,8 +151,9 @@ except DigitLabError as e:
     show_error(e)
     st.stop()
 acc = sample.groupby("domain")["correct"].mean()
-st.caption(f"{(sample['domain'] == 'source').sum():,} MNIST and {(sample['domain'] == 'target').sum():,} target "
-           f"images, {feats.shape[1]:,} features each. Right on this sample: MNIST {acc.get('source', 0):.1%}, "
+n_target = int((sample["domain"] == "target").sum())
+st.caption(f"{(sample['domain'] == 'source').sum():,} MNIST and {report.plural(n_target, 'target image')}, "
+           f"{feats.shape[1]:,} features each. Right on this sample: MNIST {acc.get('source', 0):.1%}, "
            f"target {acc.get('target', 0):.1%}.")
 maps = st.columns(2)
 maps[0].vega_lite_chart(shift_view.feature_scatter(sample, pca, colour_by, "PCA (first two components)"),

@@ -229,6 +229,13 @@ def test_explanation_says_what_the_numbers_say(scaled, must, must_not):
         assert phrase not in text
 
 
+@pytest.mark.parametrize("n_target, said", [(1, "1 MNIST digit drawn at random differs from MNIST"),
+                                            (20, "20 MNIST digits drawn at random differ from MNIST"),
+                                            (None, "as many MNIST digits drawn at random differ from MNIST")])
+def test_a_gap_within_chance_names_the_count_in_the_right_number(n_target, said):
+    assert said in " ".join(shift.explain_shift(table(slant=(0.6, 0.6, 0.8, 0.8)), n_target))
+
+
 # --- real data, the model's features, the page and the CLI -----------------------------------------------------
 
 @pytest.fixture
