@@ -37,7 +37,7 @@ of 10, tied in 6; Wilcoxon p = 0.125). It is not taken: an adapted model is kept
 one reframed image, and this is two models, each needing its own reframing of the input; and the gain is two
 images in a thousand on ten fits.
 
-The last five, with `--seeds 3` (means of fifteen fits): current 97.28 %, 16 elastic copies 97.02 %, 48 elastic
+The next five, with `--seeds 3` (means of fifteen fits): current 97.28 %, 16 elastic copies 97.02 %, 48 elastic
 copies 97.04 %, WiSE-FT 0.8 97.06 %, WiSE-FT 0.6 95.62 % (`--only "16 elastic copies,48 elastic copies,WiSE-FT
 0.8,WiSE-FT 0.6"`, 9 minutes with the next), last layer first 96.94 % (`--only "last layer first"`, 5 minutes;
 measured again once a fresh copy made every layer trainable: its second stage had trained the last layer only,
