@@ -28,6 +28,7 @@ import numpy as np
 from core import config
 from core.errors import DatasetError, NothingYetError, StorageError
 from core.storage import atomic_write_bytes, describe_os_error, storage_error
+from core.wording import plural
 
 MNIST_SUBSET = "mnist-subset"
 MNIST_FULL = "mnist-full"
@@ -492,7 +493,7 @@ def load_folder(root: str | Path, name: str | None = None, display: str | None =
     if not images:
         raise nothing_readable(display, "digit images in folders 0..9", skipped)
     label = name or root.name
-    return Dataset(label, images, labels, f"{_count(len(images), 'image')} from folders 0..9 of {label}", names,
+    return Dataset(label, images, labels, f"{plural(len(images), 'image')} from folders 0..9 of {label}", names,
                    skipped)
 
 
@@ -717,7 +718,7 @@ def load_zip(data: bytes, name: str = "upload.zip") -> Dataset:
     if not images:
         raise nothing_readable(name, "digit images in folders 0..9", skipped)
     return Dataset(Path(name).stem, images, labels,
-                   f"{_count(len(images), 'image')} from folders 0..9 of the upload {name}",
+                   f"{plural(len(images), 'image')} from folders 0..9 of the upload {name}",
                    names, skipped, warnings)
 
 
@@ -751,11 +752,6 @@ def save_collected(image: np.ndarray, label: int) -> Path:
     return path
 
 
-def _count(n: int, noun: str) -> str:
-    """'1 image', '2 images': counts shown to users read as English."""
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
 def load_target(target: str) -> Dataset:
     """A target data set by name (sklearn-digits, mnist-test, collected) or by path (a folder or a .zip)."""
     from core.errors import InvalidOptionError
@@ -771,7 +767,7 @@ def load_target(target: str) -> Dataset:
             raise NothingYetError("No digits saved yet: draw digits on the Draw page and save each with its label "
                                   "(Save to my digits).")
         ds = load_folder(collected_dir(), name="collected")
-        ds.provenance = f"{_count(len(ds), 'digit')} saved with a label on the Draw page (drawn, uploaded or examples)"
+        ds.provenance = f"{plural(len(ds), 'digit')} saved with a label on the Draw page (drawn, uploaded or examples)"
         return ds
     from core.images import failure_reason
 

@@ -21,6 +21,7 @@ from core.coverage import DEFAULT_TARGET, wilson_interval
 from core.evaluation import BLANK, Evaluation, summary_metrics
 from core.images import encode_png, thumbnail
 from core.reframing import reframe
+from core.wording import plural
 
 COUNT_COLUMNS = ["digit", "tp", "tn", "fp", "fn"]
 #: The rates table with its intervals: recall and precision each with the low and high end of its 95 % CI.
@@ -71,11 +72,6 @@ def _enough_text(target_accuracy: float) -> str:
     needed = images_to_show(target_accuracy)
     return (f"at least {needed:,}, all right, would show {pct(target_accuracy)}" if needed else
             "no number of images can show 100 %")
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """'1 image', '2 images', '1,797 images'."""
-    return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
 # --- tables -------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from core.reframing import DEFAULT_METHOD, METHODS, SIZE, reframe, to_gray
+from core.wording import plural
 
 #: A pixel is ink when its ink level (0 paper .. 1 full ink) is above this.
 INK_THRESHOLD = 0.5
@@ -425,8 +426,6 @@ def explain_shift(distances: pd.DataFrame, n_target: int | None = None) -> list[
     if by["opened"]:
         out.append(f"It opens gaps that were not there before in {_by_group(d, by['opened'])}.")
     if by["unsure"]:
-        from core.report import plural
-
         few = f"{plural(n_target, 'MNIST digit')} drawn at random {'differs' if n_target == 1 else 'differ'}" \
             if n_target else "as many MNIST digits drawn at random differ"
         out.append(f"Too few target images to tell whether reframing leaves a gap in {_by_group(d, by['unsure'])}: "

@@ -11,7 +11,7 @@ import streamlit as st
 from core import adaptation, jobs
 from core.config import data_home, read_only
 from core.errors import DigitLabError
-from core.report import plural
+from core.wording import plural
 from core.runs import runs_with_models
 from core.storage import atomic_write_bytes
 from ui import cache, render

@@ -11,7 +11,7 @@ from core.errors import DigitLabError
 from core.images import EXTENSIONS, decode_image
 from core.models import model_identity, reused_model_path
 from core.reframing import DEFAULT_METHOD, METHODS
-from core.report import plural
+from core.wording import plural
 from core.runs import runs_with_models
 from ui import cache, pickers, render
 from ui.nav import ensure_app_navigation

@@ -5,7 +5,7 @@ from core.collected import CollectedDigit, counts, delete_collected, list_collec
 from core.config import read_only
 from core.errors import DigitLabError
 from core.images import read_image
-from core.report import plural
+from core.wording import plural
 from ui import render
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, read_only_note, show_error

@@ -9,6 +9,7 @@ from core.errors import DigitLabError
 from core.evaluation import evaluate
 from core.models import reused_model_path
 from core.reframing import DEFAULT_METHOD, METHODS
+from core.wording import plural
 from ui import cache, pickers, render, report_view as view
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, show_error
@@ -81,12 +82,12 @@ except DigitLabError as e:
     st.stop()
 if computed:
     bar.progress(1.0, text=f"Evaluated {len(dataset):,} images: computing the metrics and drawing the report...")
-blanks = f" ({report.plural(ev.blank, 'blank image')}, no ink: counted as wrong)" if ev.blank else ""
-st.caption(f"Data: {md_escape(dataset.provenance)}; **{report.plural(ev.n, 'image')} evaluated**{blanks}.")
+blanks = f" ({plural(ev.blank, 'blank image')}, no ink: counted as wrong)" if ev.blank else ""
+st.caption(f"Data: {md_escape(dataset.provenance)}; **{plural(ev.n, 'image')} evaluated**{blanks}.")
 for warning in dict.fromkeys(list(dataset.warnings) + list(ev.warnings)):
     st.warning(md_escape(warning))
 if ev.skipped:
-    with st.expander(f"{report.plural(len(ev.skipped), 'file')} skipped"):
+    with st.expander(f"{plural(len(ev.skipped), 'file')} skipped"):
         st.text("\n".join(ev.skipped[:500]))
 
 token = f"{view.dataset_token(source, dataset)}-{identity['sha256'][:12]}-{method}"

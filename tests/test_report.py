@@ -333,11 +333,3 @@ def test_cli_report_writes_the_html_file(small_target, tmp_path, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.html"]  # written atomically, no leftovers
     assert main(["report", "--target", str(small_target), "--no-numbers", "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
-
-
-@pytest.mark.parametrize("n, word, many, expected", [
-    (0, "digit", None, "0 digits"), (1, "digit", None, "1 digit"), (2, "image", None, "2 images"),
-    (1, "other trained model", None, "1 other trained model"), (1234, "entry", "entries", "1,234 entries"),
-])
-def test_plural(n, word, many, expected):
-    assert report.plural(n, word, many) == expected

@@ -24,6 +24,7 @@ from core.errors import DigitLabError
 from core.evaluation import BLANK, Evaluation
 from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import METHODS, reframe
+from core.wording import plural
 from ui.safe import guarded, md_escape, show_error
 
 #: Built-in data sets whose content never changes: their name is their identity (no hashing every rerun).
@@ -329,7 +330,7 @@ def cell_images(ctx: Context, t: int, p: int) -> None:
         page = st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"cell_page-{ctx.token}-{t}-{p}")
     start = (page - 1) * report.TILES_PER_PAGE
     shown = order[start:start + report.TILES_PER_PAGE]
-    st.caption(f"True {t}, {read}: {report.plural(len(order), 'image')}"
+    st.caption(f"True {t}, {read}: {plural(len(order), 'image')}"
                + (f", {start + 1}-{start + len(shown)} shown" if pages > 1 else "")
                + ". Each: as given | as the model saw it; most confident first.")
     images = ctx.dataset.images
@@ -668,12 +669,12 @@ def numbers_view(ctx: Context) -> None:
         low, high = wilson_interval(correct, nres["n"]) if nres["n"] else (None, None)
         a.metric("Numbers read exactly right", report.pct(nres["accuracy"], 1), report.ci_text(low, high),
                  delta_color="off", delta_arrow="off",
-                 help=f"{report.plural(nres['n'], 'number')}; included in the HTML report")
+                 help=f"{plural(nres['n'], 'number')}; included in the HTML report")
         per_length = pd.DataFrame(nres["per_length"]).rename(columns={"digits": "digits in the number"})
         per_length["accuracy"] = per_length["accuracy"].map(report.pct)  # written as the metric beside it
         b.dataframe(per_length, hide_index=True)
         if nres.get("skipped_files"):
-            with st.expander(f"{report.plural(len(nres['skipped_files']), 'file')} skipped"):
+            with st.expander(f"{plural(len(nres['skipped_files']), 'file')} skipped"):
                 st.text("\n".join(nres["skipped_files"][:500]))
 
 

@@ -186,7 +186,7 @@ def adaptation_sentence(result: dict) -> str:
     s = pd.DataFrame(result["summary"])
     k = int(s["shots"].max())
     best = s[s["shots"] == k].sort_values("mean", ascending=False).iloc[0]
-    from core.report import plural
+    from core.wording import plural
 
     return (f"With {plural(k, 'labelled target digit')} per class, {best['strategy']} reaches {best['mean']:.1%} "
             f"(± {best['std']:.1%} over {plural(int(best['n']), 'seed')}) on the fixed test part, against "
