@@ -150,7 +150,8 @@ def candidates(c) -> dict:
         return np.mean([Predictor(c.current()).predict_proba(v) for v in views], 0)
 
     def mnist_reframed_shots(copy_seed: int):
-        """The labelled images reframed by `mnist` (those with ink), with their elastic copies, and all images so."""
+        """(every image reframed by `mnist`, the labelled ones with ink so reframed plus their elastic copies, and
+        their labels)."""
         xm_all, blank_m = reframe_batch(c.scans, "mnist")
         xm = to_model_input(xm_all)
         keep = ~blank_m[c.idx]

@@ -1,9 +1,10 @@
 """Domain shift: what differs between MNIST and a target set, before and after reframing, in numbers and words."""
 import streamlit as st
 
-from core import report, shift
+from core import shift
 from core.errors import DigitLabError
 from core.reframing import DEFAULT_METHOD, METHODS
+from core.wording import plural
 from ui import cache, pickers, render, shift_view
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, show_error, shown_path
@@ -36,12 +37,13 @@ placeholder = st.empty()
 with placeholder.status("Measuring image properties...", expanded=False) as status:
     status.update(label=f"Measuring {len(source_ds):,} MNIST digits before and after `{method}` reframing (1/2)...")
     src = shift_view.source_properties(method)
-    status.update(label=f"Measuring {report.plural(len(dataset), 'target image')} before and after `{method}` "
+    status.update(label=f"Measuring {plural(len(dataset), 'target image')} before and after `{method}` "
                         "reframing (2/2)...")
     tgt = shift_view.target_properties(dataset, shift_view.dataset_key(dataset), method)
+    # chance: as many MNIST digits as the target has images, drawn at random
+    drawn, one = f"{plural(len(tgt), 'MNIST digit')} drawn at random", len(tgt) == 1
     if len(tgt):
-        status.update(label=f"Measuring how much {report.plural(len(tgt), 'MNIST digit')} drawn at random "
-                            "differ by chance...")
+        status.update(label=f"Measuring how much {drawn} {'differs' if one else 'differ'} by chance...")
         chance = shift_view.chance_levels(method, len(tgt))
 placeholder.empty()
 if len(tgt) == 0:
@@ -59,15 +61,15 @@ m[2].metric("Gaps shrunk", f"{shrunk} of {len(result.distances)}",
             help="Properties whose gap reframing closed, or narrowed to half or less.")
 m[3].metric("Gaps still open", f"{left} of {len(result.distances)}",
             help=f"Properties whose distance after reframing is at least {shift.NOTICEABLE} source standard "
-                 f"deviations, and more than {report.plural(len(tgt), 'MNIST digit')} drawn at random show by chance; "
-                 "a gap narrowed by reframing can still be one.")
+                 f"deviations, and more than {drawn} {'shows' if one else 'show'} by chance; a gap narrowed by "
+                 "reframing can still be one.")
 unsure = int((result.distances["verdict"] == "unsure").sum())
 if unsure:
     st.caption(f"**Unsure** for {unsure} of {len(result.distances)} properties: "
-               f"{report.plural(len(tgt), 'target image')} {'is' if len(tgt) == 1 else 'are'} too few to tell a gap "
+               f"{plural(len(tgt), 'target image')} {'is' if len(tgt) == 1 else 'are'} too few to tell a gap "
                "there from chance (the table's *chance* column). Neither count above includes them.")
 if tgt.dropped:
-    with st.expander(f"{report.plural(len(tgt.dropped), 'target image')} left out"):
+    with st.expander(f"{plural(len(tgt.dropped), 'target image')} left out"):
         st.text("\n".join(tgt.dropped[:500]))
 
 st.subheader("In plain words")
@@ -81,10 +83,8 @@ st.caption("Wasserstein distance (earth mover's distance) between the source's a
            f" Verdicts: a gap under {shift.NOTICEABLE} standard deviations is none; *closed* ends under "
            f"it; *narrowed* at most {shift.NARROWED:.0%} of before; *widened* at least {shift.WIDENED:.0%}; "
            f"*unsure*: whether a gap is left cannot be told, the distance after reframing being within *chance* "
-           f"(what {report.plural(len(tgt), 'MNIST digit')} drawn at random show) or chance itself over "
-           f"{shift.NOTICEABLE}.")
+           f"(what {drawn} {'shows' if one else 'show'}) or chance itself over {shift.NOTICEABLE}.")
 # Units and the change are in the CSV and under "How each property is measured": the table fits 1024 px.
-n_shown = report.plural(len(tgt), "MNIST digit")
 chance_how = f"the {shift.CHANCE_PERCENTILE}th percentile over {shift.CHANCE_DRAWS} such draws"
 # Chance after reframing only, which decides *unsure* (the one before is in the CSV): eight columns did not fit.
 table = result.distances[["label", "before", "after", "scaled_before", "scaled_after", "chance_after", "verdict"]]
@@ -99,8 +99,8 @@ st.dataframe(table, hide_index=True, width="stretch", column_config={
     "scaled_after": st.column_config.NumberColumn("after (SD)", format="%.2f",
                                                   help="After, in standard deviations of MNIST as given"),
     "chance_after": st.column_config.NumberColumn(
-        "chance (SD)", format="%.2f", help=f"After reframing, the distance from MNIST of {n_shown} drawn "
-                                           f"at random, with no shift at all ({chance_how}): a smaller gap may be "
+        "chance (SD)", format="%.2f", help=f"After reframing, the distance from MNIST of {drawn}, "
+                                           f"with no shift at all ({chance_how}): a smaller gap may be "
                                            "chance. The same before reframing is in the CSV."),
 })
 st.download_button("Download distances (CSV)", result.distances.to_csv(index=False),
@@ -152,7 +152,7 @@ except DigitLabError as e:
     st.stop()
 acc = sample.groupby("domain")["correct"].mean()
 n_target = int((sample["domain"] == "target").sum())
-st.caption(f"{(sample['domain'] == 'source').sum():,} MNIST and {report.plural(n_target, 'target image')}, "
+st.caption(f"{(sample['domain'] == 'source').sum():,} MNIST and {plural(n_target, 'target image')}, "
            f"{feats.shape[1]:,} features each. Right on this sample: MNIST {acc.get('source', 0):.1%}, "
            f"target {acc.get('target', 0):.1%}.")
 maps = st.columns(2)
