@@ -21,7 +21,7 @@ from core.coverage import DEFAULT_TARGET, wilson_interval
 from core.evaluation import BLANK, Evaluation, summary_metrics
 from core.images import encode_png, thumbnail
 from core.reframing import reframe
-from core.wording import plural
+from core.wording import pct, plural
 
 COUNT_COLUMNS = ["digit", "tp", "tn", "fp", "fn"]
 #: The rates table with its intervals: recall and precision each with the low and high end of its 95 % CI.
@@ -29,11 +29,6 @@ RATE_CI_COLUMNS = ["digit", "images", "accuracy", "recall", "recall_low", "recal
                    "precision_low", "precision_high", "f1"]
 #: Tiles per page in the "images behind a cell" view: four rows of six at 1024 px.
 TILES_PER_PAGE = 24
-
-
-def pct(x: float | None, digits: int = 1) -> str:
-    """0.9413 -> '94.1 %' (the report's one way of writing a share); None or NaN -> 'n/a'."""
-    return "n/a" if x is None or x != x else f"{100 * float(x):.{digits}f} %"  # x != x: NaN
 
 
 def ci_text(low: float | None, high: float | None, digits: int = 1) -> str:
@@ -211,7 +206,7 @@ def tile_caption(ev: Evaluation, i: int, files: list[str] | None = None, max_nam
         head = max(1, max_name // 4)
         name = name[:head] + "…" + name[-(max_name - head - 1):]
     p = int(ev.y_pred[i])
-    said = "blank" if p == BLANK else f"read {p} ({ev.probabilities[i].max():.0%})"
+    said = "blank" if p == BLANK else f"read {p} ({pct(ev.probabilities[i].max(), 0)})"
     return f"{name}: true {int(ev.y_true[i])}, {said}"
 
 

@@ -11,7 +11,7 @@ import streamlit as st
 from core import adaptation, jobs
 from core.config import data_home, read_only
 from core.errors import DigitLabError
-from core.wording import plural
+from core.wording import pct, plural
 from core.runs import runs_with_models
 from core.storage import atomic_write_bytes
 from ui import cache, render
@@ -185,14 +185,14 @@ best_k = max((k for k in summary["shots"].unique() if k <= 10), default=None) if
 # A wrapping row of metrics as wide as their text: in three equal columns at 1024 px, the label or the delta
 # naming the strategy was cut ("(fin...").
 with st.container(horizontal=True, gap="large"):
-    st.metric("Zero-shot accuracy (test part)", f"{r['zero_shot']:.1%}", width="content")
+    st.metric("Zero-shot accuracy (test part)", pct(r['zero_shot']), width="content")
     if best_k is not None:
         best = summary[summary["shots"] == best_k].sort_values("mean").iloc[-1]
         gain, kept = best["mean"] - r["zero_shot"], best["mnist_mean"] - r["zero_shot_mnist"]
         # no arrow on a change that rounds to nothing: an up arrow on "+0.0%" read as a gain
-        st.metric(f"Best with {plural(int(best_k), 'label')} per class ({best['strategy']})", f"{best['mean']:.1%}",
-                  f"{gain:+.1%} vs zero-shot", delta_arrow="auto" if round(gain, 3) else "off", width="content")
-        st.metric("MNIST accuracy after it", f"{best['mnist_mean']:.1%}", f"{kept:+.1%} vs before",
+        st.metric(f"Best with {plural(int(best_k), 'label')} per class ({best['strategy']})", pct(best['mean']),
+                  f"{pct(gain, sign=True)} vs zero-shot", delta_arrow="auto" if round(gain, 3) else "off", width="content")
+        st.metric("MNIST accuracy after it", pct(best['mnist_mean']), f"{pct(kept, sign=True)} vs before",
                   delta_color="normal", delta_arrow="auto" if round(kept, 3) else "off", width="content")
 
 c1, c2 = st.columns(2)

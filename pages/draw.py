@@ -11,8 +11,8 @@ from core.errors import DigitLabError
 from core.images import EXTENSIONS, decode_image
 from core.models import model_identity, reused_model_path
 from core.reframing import DEFAULT_METHOD, METHODS
-from core.wording import plural
 from core.runs import runs_with_models
+from core.wording import pct, plural
 from ui import cache, pickers, render
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, read_only_note, show_error
@@ -111,7 +111,7 @@ with right:
                 if source == "Draw" else "The image is blank (no ink found): upload one that shows a digit.")
         st.stop()
     # The answer first: at 1024x768 it is then in view as soon as the stroke ends.
-    st.metric("Predicted digit", chosen.digit, f"{chosen.confidence:.1%} confident", delta_color="off",
+    st.metric("Predicted digit", chosen.digit, f"{pct(chosen.confidence)} confident", delta_color="off",
               delta_arrow="off")
     ident = model_identity(model_path or reused_model_path(), predictor.describe())
     st.caption(md_escape(f"Model: {ident['name']} · {ident['params']:,} parameters · input "
@@ -149,7 +149,7 @@ for col, m in zip(cols, METHODS):
     with col:
         st.markdown(f"**{m}**")
         st.image(render.framed(r.reframed.image, 140), clamp=True)
-        st.metric(f"{m}: predicted", r.digit, f"{r.confidence:.1%} confident", delta_color="off",
+        st.metric(f"{m}: predicted", r.digit, f"{pct(r.confidence)} confident", delta_color="off",
                   delta_arrow="off")
 
 st.subheader("The other models on the same input")

@@ -2,6 +2,7 @@ import streamlit as st
 
 from core.config import REUSED_MODEL_DIR
 from core.runs import read_json
+from core.wording import pct
 from ui.nav import ensure_app_navigation
 
 ensure_app_navigation()
@@ -46,7 +47,7 @@ def reused_model_info() -> dict:
 info = reused_model_info()
 if "test_accuracy" in info:
     c1, c2, c3 = st.columns(3)
-    c1.metric("MNIST test accuracy", f"{info['test_accuracy']:.2%}", help=info.get("test_set", ""))
+    c1.metric("MNIST test accuracy", pct(info['test_accuracy'], 2), help=info.get("test_set", ""))
     c2.metric("Trainable parameters", f"{info['trainable_params']:,}")
     c3.metric("Trained on", f"{info['data']['train']['n']:,} digits", help=info["data"]["train"]["provenance"])
 else:

@@ -4,7 +4,7 @@ import streamlit as st
 from core import shift
 from core.errors import DigitLabError
 from core.reframing import DEFAULT_METHOD, METHODS
-from core.wording import plural
+from core.wording import pct, plural
 from ui import cache, pickers, render, shift_view
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, show_error, shown_path
@@ -81,7 +81,7 @@ st.caption("Wasserstein distance (earth mover's distance) between the source's a
            "compare; where MNIST hardly varies, by a minimum instead (paper brightness 0.05: every MNIST background "
            "is black; digit size 0.5 px: nearly every MNIST digit is 20 px on its longer side)."
            f" Verdicts: a gap under {shift.NOTICEABLE} standard deviations is none; *closed* ends under "
-           f"it; *narrowed* at most {shift.NARROWED:.0%} of before; *widened* at least {shift.WIDENED:.0%}; "
+           f"it; *narrowed* at most {pct(shift.NARROWED, 0)} of before; *widened* at least {pct(shift.WIDENED, 0)}; "
            f"*unsure*: whether a gap is left cannot be told, the distance after reframing being within *chance* "
            f"(what {drawn} {'shows' if one else 'show'}) or chance itself over {shift.NOTICEABLE}.")
 # Units and the change are in the CSV and under "How each property is measured": the table fits 1024 px.
@@ -153,8 +153,8 @@ except DigitLabError as e:
 acc = sample.groupby("domain")["correct"].mean()
 n_target = int((sample["domain"] == "target").sum())
 st.caption(f"{(sample['domain'] == 'source').sum():,} MNIST and {plural(n_target, 'target image')}, "
-           f"{feats.shape[1]:,} features each. Right on this sample: MNIST {acc.get('source', 0):.1%}, "
-           f"target {acc.get('target', 0):.1%}.")
+           f"{feats.shape[1]:,} features each. Right on this sample: MNIST {pct(acc.get('source', 0))}, "
+           f"target {pct(acc.get('target', 0))}.")
 maps = st.columns(2)
 maps[0].vega_lite_chart(shift_view.feature_scatter(sample, pca, colour_by, "PCA (first two components)"),
                         width="stretch", key="map_pca")

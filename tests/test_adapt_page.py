@@ -61,8 +61,8 @@ def test_the_page_shows_a_saved_learning_curve():
     at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Zero-shot accuracy (test part)"] == "94.1%"
-    assert metrics["Best with 10 labels per class (fine-tune)"] == "98.6%"  # mean of 0.985 and 0.987
+    assert metrics["Zero-shot accuracy (test part)"] == "94.1 %"
+    assert metrics["Best with 10 labels per class (fine-tune)"] == "98.6 %"  # mean of 0.985 and 0.987
     table = at.dataframe[0].value
     assert set(table["strategy"]) == set(adaptation.STRATEGIES) and len(table) == 6
     import pyarrow as pa

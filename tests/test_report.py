@@ -50,7 +50,7 @@ def test_html_report_is_self_contained_with_percentages():
     assert "<td>4</td>" in html and "4.0000" not in html  # image count, an integer
     assert "<td>50.0 %</td>" in html and "0.5000" not in html  # accuracy 2 / 4, as a percentage
     assert html.count("data:image/png;base64,") == 1  # the one mistake (1 read as 7): one tile, both images
-    assert "#2: true 1, read 7 (100%)" in html  # its caption
+    assert "#2: true 1, read 7 (100 %)" in html  # its caption
     assert "x.png: corrupt" in html and "1 image had no ink and was not classified" in html
 
 
@@ -226,7 +226,7 @@ def test_html_tables_write_yes_and_no_not_one_and_zero():
 def test_tile_caption_cuts_long_file_names_in_the_middle(name, max_name, shown):
     ev = synthetic(per_class=1)
     caption = report.tile_caption(ev, 3, [f"some/folder/{name}"] * ev.n, max_name)
-    assert caption == f"{shown}: true 3, read 3 (99%)" and len(shown) <= (max_name or len(name))
+    assert caption == f"{shown}: true 3, read 3 (99 %)" and len(shown) <= (max_name or len(name))
 
 
 def test_methods_recall_chart_draws_each_recall_with_its_interval():

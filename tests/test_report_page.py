@@ -73,7 +73,7 @@ def captions(at) -> list[str]:
 
 
 def confidences(at) -> list[int]:
-    return [int(m.group(1)) for c in captions(at) if (m := re.search(r"\((\d+)%\)$", c))]
+    return [int(m.group(1)) for c in captions(at) if (m := re.search(r"\((\d+) %\)$", c))]
 
 
 def test_default_page_headline_identity_and_the_commonest_mistake():

@@ -1,7 +1,7 @@
 """core.wording: counts written for people."""
 import pytest
 
-from core.wording import plural
+from core.wording import pct, plural
 
 
 @pytest.mark.parametrize("n, word, many, expected", [
@@ -10,3 +10,11 @@ from core.wording import plural
 ])
 def test_plural(n, word, many, expected):
     assert plural(n, word, many) == expected
+
+
+@pytest.mark.parametrize("x, digits, sign, expected", [
+    (0.9413, 1, False, "94.1 %"), (0.98471, 2, False, "98.47 %"), (0.87, 0, False, "87 %"),
+    (0.012, 1, True, "+1.2 %"), (-0.003, 1, True, "-0.3 %"), (None, 1, False, "n/a"), (float("nan"), 1, False, "n/a"),
+])
+def test_pct(x, digits, sign, expected):
+    assert pct(x, digits, sign) == expected

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.images import thumbnail
 from core.reframing import Reframed, Stage
+from core.wording import pct
 from ui.safe import md_escape
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, b
     color = {"field": "strategy", "type": "nominal", "title": None,
              "legend": {"orient": "bottom", "columns": 2, "symbolType": "stroke"},
              "scale": {"domain": strategies, "range": [STRATEGY_COLOURS.get(s, "#2ca02c") for s in strategies]}}
-    base = {"values": [{"baseline": baseline, "label": f"{baseline_label} {baseline:.1%}"}]}
+    base = {"values": [{"baseline": baseline, "label": f"{baseline_label} {pct(baseline)}"}]}
     layers = [{"mark": {"type": "line", "point": True},
                "encoding": {"x": x, "y": {"field": "value", **y}, "color": color,
                             "tooltip": [{"field": "strategy"}, {"field": "shots", "title": "k"},

@@ -24,7 +24,7 @@ from core.errors import DigitLabError
 from core.evaluation import BLANK, Evaluation
 from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import METHODS, reframe
-from core.wording import plural
+from core.wording import pct, plural
 from ui.safe import guarded, md_escape, show_error
 
 #: Built-in data sets whose content never changes: their name is their identity (no hashing every rerun).
@@ -520,7 +520,7 @@ def compare(ctx: Context) -> dict[str, Evaluation]:
             continue
 
         def progress(f, k=k, m=m):
-            bar.progress((k + f) / len(METHODS), text=f"Evaluating with {m}: {f:.0%}")
+            bar.progress((k + f) / len(METHODS), text=f"Evaluating with {m}: {pct(f, 0)}")
 
         out[m] = evaluate(ctx.factory, ctx.dataset, m, model_path=ctx.model_path, progress=progress)
     bar.empty()
@@ -595,7 +595,7 @@ def methods_view(ctx: Context) -> None:
     top, share = report.commonest_answers(evaluations["naive"]) if "naive" in evaluations else ([], 0.0)
     if share >= 0.5 and len(top) == 2:  # said only when this set shows it (on MNIST itself, naive reads well)
         st.caption(f"`naive` keeps the image's own polarity, and a dark-on-light digit is one the MNIST model never "
-                   f"saw: {share:.0%} of its answers here are {top[0]} or {top[1]}, so the recall of most digits "
+                   f"saw: {pct(share, 0)} of its answers here are {top[0]} or {top[1]}, so the recall of most digits "
                    "collapses.")
     csv_download("Download comparison (CSV)", comp, f"methods-{ctx.ev.target}.csv", "dl_methods")
 
@@ -640,7 +640,7 @@ def numbers_view(ctx: Context) -> None:
             for k, (sp, d, c) in enumerate(zip(reading.splits, reading.digits, reading.confidences)):
                 cols[2 * k].image(thumbnail(sp.image, 84), caption=f"digit {k + 1}: cut out", clamp=True)
                 cols[2 * k + 1].image(thumbnail(reframe(sp.image, method).image, 84), clamp=True,
-                                      caption=f"reframed -> {d} ({c:.0%})")
+                                      caption=f"reframed -> {d} ({pct(c, 0)})")
 
     st.markdown("**Evaluate on labelled numbers**")
     numbers_source = st.radio("Numbers set", ["built in", "upload a .zip"], horizontal=True, key="numbers_set",

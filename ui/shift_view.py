@@ -186,8 +186,8 @@ def adaptation_sentence(result: dict) -> str:
     s = pd.DataFrame(result["summary"])
     k = int(s["shots"].max())
     best = s[s["shots"] == k].sort_values("mean", ascending=False).iloc[0]
-    from core.wording import plural
+    from core.wording import pct, plural
 
-    return (f"With {plural(k, 'labelled target digit')} per class, {best['strategy']} reaches {best['mean']:.1%} "
-            f"(± {best['std']:.1%} over {plural(int(best['n']), 'seed')}) on the fixed test part, against "
-            f"{result['zero_shot']:.1%} zero-shot; MNIST accuracy after it: {best['mnist_mean']:.1%}.")
+    return (f"With {plural(k, 'labelled target digit')} per class, {best['strategy']} reaches {pct(best['mean'])} "
+            f"(± {pct(best['std'])} over {plural(int(best['n']), 'seed')}) on the fixed test part, against "
+            f"{pct(result['zero_shot'])} zero-shot; MNIST accuracy after it: {pct(best['mnist_mean'])}.")
