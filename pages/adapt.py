@@ -189,9 +189,10 @@ with st.container(horizontal=True, gap="large"):
     if best_k is not None:
         best = summary[summary["shots"] == best_k].sort_values("mean").iloc[-1]
         gain, kept = best["mean"] - r["zero_shot"], best["mnist_mean"] - r["zero_shot_mnist"]
-        # no arrow on a change that rounds to nothing: an up arrow on "+0.0%" read as a gain
+        # no arrow on a change that rounds to nothing: an up arrow on "+0.0 %" read as a gain
         st.metric(f"Best with {plural(int(best_k), 'label')} per class ({best['strategy']})", pct(best['mean']),
-                  f"{pct(gain, sign=True)} vs zero-shot", delta_arrow="auto" if round(gain, 3) else "off", width="content")
+                  f"{pct(gain, sign=True)} vs zero-shot", delta_arrow="auto" if round(gain, 3) else "off",
+                  width="content")
         st.metric("MNIST accuracy after it", pct(best['mnist_mean']), f"{pct(kept, sign=True)} vs before",
                   delta_color="normal", delta_arrow="auto" if round(kept, 3) else "off", width="content")
 
