@@ -9,7 +9,7 @@ from core.errors import DigitLabError
 from core.evaluation import evaluate
 from core.models import reused_model_path
 from core.reframing import DEFAULT_METHOD, METHODS
-from core.wording import plural
+from core.wording import pct, plural
 from ui import cache, pickers, render, report_view as view
 from ui.nav import ensure_app_navigation
 from ui.safe import md_escape, show_error
@@ -98,10 +98,10 @@ ctx = view.Context(dataset, ev, summary, method, model_path, identity["sha256"][
 
 low, high = summary["accuracy_ci"]
 render.kpi_row([
-    ("Accuracy", report.pct(summary["accuracy"], 1), f"95 % CI {100 * low:.1f}-{100 * high:.1f} %"),
-    ("Macro precision", report.pct(summary["macro"]["precision"], 1)),
-    ("Macro recall", report.pct(summary["macro"]["recall"], 1)),
-    ("Macro F1", report.pct(summary["macro"]["f1"], 1)),
+    ("Accuracy", pct(summary["accuracy"], 1), f"95 % CI {100 * low:.1f}-{100 * high:.1f} %"),
+    ("Macro precision", pct(summary["macro"]["precision"], 1)),
+    ("Macro recall", pct(summary["macro"]["recall"], 1)),
+    ("Macro F1", pct(summary["macro"]["f1"], 1)),
 ], key="headline")
 h1, h2 = st.columns([3, 1], vertical_alignment="bottom")
 h1.markdown(view.automation_headline(summary["automation"]))

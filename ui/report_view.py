@@ -349,7 +349,7 @@ def _with_interval(value: float, low: float, high: float) -> str:
     """'84.6 % [78.7-89.1]': a share and its 95 % interval in one cell; 'n/a' without an interval."""
     import pandas as pd
 
-    return "n/a" if pd.isna(value) or pd.isna(low) else f"{report.pct(value)} [{100 * low:.1f}-{100 * high:.1f}]"
+    return "n/a" if pd.isna(value) or pd.isna(low) else f"{pct(value)} [{100 * low:.1f}-{100 * high:.1f}]"
 
 
 def rates_table(rates: pd.DataFrame):
@@ -426,7 +426,7 @@ def coverage_chart(summary: dict) -> dict:
          "scale": {"domain": [0, 1.02], "nice": False}, "axis": {"format": ".0%", "tickCount": 10}}  # nice: to 110 %
     y = {"type": "quantitative", "title": "accuracy on accepted images", "scale": {"domain": [y_min, 1.005]},
          "axis": {"format": ".0%"}}
-    target = {"values": [{"target": a["target_accuracy"], "label": f"target {report.pct(a['target_accuracy'])}"}]}
+    target = {"values": [{"target": a["target_accuracy"], "label": f"target {pct(a['target_accuracy'])}"}]}
     layers = [
         # the band answers no hover (it lies under most of the plot): the points of the curve do
         {"mark": {"type": "area", "opacity": 0.2, "color": "#1f77b4", "clip": True, "tooltip": False},
@@ -536,7 +536,7 @@ def method_colours(comp: pd.DataFrame) -> dict:
 def methods_accuracy_chart(comp: pd.DataFrame) -> dict:
     """A Vega-Lite spec: each method's accuracy as a bar, labelled, with its 95 % interval."""
     rows = [{"method": r["method"], "accuracy": float(r["accuracy"]), "low": float(r["accuracy_low"]),
-             "high": float(r["accuracy_high"]), "label": report.pct(r["accuracy"])} for _, r in comp.iterrows()]
+             "high": float(r["accuracy_high"]), "label": pct(r["accuracy"])} for _, r in comp.iterrows()]
     x = {"field": "method", "type": "nominal", "sort": None, "axis": {"labelAngle": 0}}
     y = {"type": "quantitative", "title": "accuracy", "scale": {"domain": [0, 1.05]}, "axis": {"format": ".0%"}}
     return {
@@ -667,7 +667,7 @@ def numbers_view(ctx: Context) -> None:
 
         correct = int(round(nres["accuracy"] * nres["n"]))
         low, high = wilson_interval(correct, nres["n"]) if nres["n"] else (None, None)
-        a.metric("Numbers read exactly right", report.pct(nres["accuracy"], 1), report.ci_text(low, high),
+        a.metric("Numbers read exactly right", pct(nres["accuracy"], 1), report.ci_text(low, high),
                  delta_color="off", delta_arrow="off",
                  help=f"{plural(nres['n'], 'number')}; included in the HTML report")
         per_length = pd.DataFrame(nres["per_length"]).rename(columns={"digits": "digits in the number"})
