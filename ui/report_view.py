@@ -358,11 +358,11 @@ def rates_table(rates: pd.DataFrame):
     import pandas as pd
 
     shown = pd.DataFrame({
-        "digit": rates["digit"], "images": rates["images"], "one-vs-rest accuracy": rates["accuracy"].map(report.pct),
+        "digit": rates["digit"], "images": rates["images"], "one-vs-rest accuracy": rates["accuracy"].map(pct),
         "recall (95 % CI)": [_with_interval(*r) for r in rates[["recall", "recall_low", "recall_high"]].to_numpy()],
         "precision (95 % CI)": [_with_interval(*r) for r in
                                 rates[["precision", "precision_low", "precision_high"]].to_numpy()],
-        "F1": rates["f1"].map(report.pct)})
+        "F1": rates["f1"].map(pct)})
     weakest = {"recall (95 % CI)": "recall", "precision (95 % CI)": "precision", "F1": "f1"}
     # a digit the set lacks (recall and F1 0 by convention) or the model never predicts (precision) has no
     # such rate to be weakest at
@@ -470,7 +470,7 @@ def automation_table(table: pd.DataFrame, target_accuracy: float):
         "predicted digit": table["predicted digit"], "images": table["images"],
         "threshold": ["never predicted" if n == 0 else "none reaches the target" if pd.isna(v) else f"{v:.3f}"
                       for v, n in zip(table["threshold"], table["images"])],
-        "automated": table["automated"].map(report.pct), "automated images": table["automated images"],
+        "automated": table["automated"].map(pct), "automated images": table["automated images"],
         "accuracy (95 % CI)": [_with_interval(*r) for r in
                                table[["accuracy", "accuracy_low", "accuracy_high"]].to_numpy(dtype=float)],
         "enough images to show it": ["" if pd.isna(v) else f"no: {k:,} of {needed:,}" if few and needed else
@@ -671,7 +671,7 @@ def numbers_view(ctx: Context) -> None:
                  delta_color="off", delta_arrow="off",
                  help=f"{plural(nres['n'], 'number')}; included in the HTML report")
         per_length = pd.DataFrame(nres["per_length"]).rename(columns={"digits": "digits in the number"})
-        per_length["accuracy"] = per_length["accuracy"].map(report.pct)  # written as the metric beside it
+        per_length["accuracy"] = per_length["accuracy"].map(pct)  # written as the metric beside it
         b.dataframe(per_length, hide_index=True)
         if nres.get("skipped_files"):
             with st.expander(f"{plural(len(nres['skipped_files']), 'file')} skipped"):
