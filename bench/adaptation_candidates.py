@@ -26,6 +26,12 @@ printed last.
 - EMA 0.99: Adam keeping an exponential moving average of the weights, which replaces them at the end;
 - cosine 3e-4 / 1e-3: the learning rate warmed up over a tenth of the steps to that peak, then cosine decay to 0;
 - 900 / 1200 steps: longer than the current 600, the longest bench/select_adaptation.py tried (and its best).
+- self-training 2 rounds: self-training's model labels the pool again, and the shipped model is fine-tuned a
+  third time;
+- self-training 0.7: self-training taking labels the fine-tuned model is at least 70 % sure of;
+- label spreading: the pool labelled by spreading the k labels over a 7-nearest-neighbour graph of the fine-tuned
+  model's penultimate features (sklearn's LabelSpreading), where the spread label is at least 90 % sure, then
+  fine-tuned as in self-training.
 
     python bench/adaptation_candidates.py      # all, seeds 0 and 1
     python bench/adaptation_candidates.py --only "WiSE-FT 0.8,last layer first" --seeds 3   # current always runs
@@ -49,6 +55,14 @@ The next four, with `--seeds 3` (means of fifteen fits; current 97.28 % in both 
 one model 97.04 % (`--only "both reframings in one model"`, 3 minutes). None is ahead. Nor are more steps: 900
 steps 97.27 %, 1200 steps 97.30 % (`--only "900 steps,1200 steps" --seeds 3`, 6 minutes): fine-tuning has
 levelled off by 600.
+
+The last three, with self-training again, `--seeds 3` (means of fifteen fits; `--only "self-training,self-training
+2 rounds,self-training 0.7,label spreading"`, 9 minutes): current 97.28 %, self-training 97.44 %, self-training 2
+rounds 97.35 %, self-training 0.7 97.44 %, label spreading 96.88 %. Self-training was measured on three more seeds
+(`--only "self-training,self-training 0.7" --seeds 3 --first-seed 3`, 5 minutes): current 96.94 %, self-training
+97.21 %, self-training 0.7 97.14 %. Over the thirty fits of seeds 0-5, self-training is ahead by 0.22 points, in
+20 fits ahead, in 6 behind (Wilcoxon signed-rank p = 0.012; 0.7: +0.19, p = 0.016). It became core.adaptation's
+`self-training` strategy, at the 90 % it had been measured with since the first nine.
 """
 import os
 import sys
@@ -141,6 +155,39 @@ def candidates(c) -> dict:
         return c.proba(fit(c.base, np.concatenate([c.xa, c.x_all[rest][sure]]),
                            np.concatenate([c.ya, pr.argmax(1)[sure]]), c.seed, c.replay))
 
+    def pseudo_labelled(model, threshold: float):
+        """The rest of the pool (unlabelled scans), labelled by `model` where it is at least `threshold` sure."""
+        rest = np.setdiff1d(c.pool, c.idx)
+        rest = rest[~c.blank[rest]]
+        pr = Predictor(model).predict_proba(c.x_all[rest])
+        sure = pr.max(1) >= threshold
+        return c.x_all[rest][sure], pr.argmax(1)[sure]
+
+    def self_training_rounds(rounds: int, threshold: float = PSEUDO_CONFIDENCE):
+        def run():
+            model = c.current()
+            for _ in range(rounds):
+                xp, yp = pseudo_labelled(model, threshold)
+                model = fit(c.base, np.concatenate([c.xa, xp]), np.concatenate([c.ya, yp]), c.seed, c.replay)
+            return c.proba(model)
+        return run
+
+    def label_spreading():
+        # Labels spread over a k-nearest-neighbour graph of the fine-tuned model's penultimate features of the
+        # labelled images and the rest of the pool (Zhou et al. 2004); then fine-tune on both, as self-training.
+        from sklearn.semi_supervised import LabelSpreading
+
+        rest = np.setdiff1d(c.pool, c.idx)
+        rest = rest[~c.blank[rest]]
+        feats = Predictor(c.current()).features(np.concatenate([c.xk, c.x_all[rest]]))
+        spread = LabelSpreading(kernel="knn", n_neighbors=7, alpha=0.2, max_iter=100)
+        spread.fit(feats, np.concatenate([c.yk, np.full(len(rest), -1)]))
+        dist = spread.label_distributions_[len(c.yk):]
+        sure = dist.max(1) >= PSEUDO_CONFIDENCE
+        yp = spread.classes_[dist.argmax(1)][sure]
+        return c.proba(fit(c.base, np.concatenate([c.xa, c.x_all[rest][sure]]), np.concatenate([c.ya, yp]),
+                           c.seed, c.replay))
+
     def ensemble():
         others = [c.proba(fit(c.base, c.xa, c.ya, 100 * k + c.seed, c.replay)) for k in (1, 2)]
         return np.mean([c.proba(c.current())] + others, axis=0)
@@ -198,6 +245,9 @@ def candidates(c) -> dict:
         "cosine 1e-3": lambda: c.proba(fit(c.base, c.xa, c.ya, c.seed, c.replay, cosine_peak=1e-3)),
         "900 steps": lambda: c.proba(fit(c.base, c.xa, c.ya, c.seed, c.replay, steps=900)),
         "1200 steps": lambda: c.proba(fit(c.base, c.xa, c.ya, c.seed, c.replay, steps=1200)),
+        "self-training 2 rounds": self_training_rounds(2),
+        "self-training 0.7": self_training_rounds(1, 0.7),
+        "label spreading": label_spreading,
     }
 
 
@@ -229,6 +279,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated candidate names (default: all); 'current' is always run")
     parser.add_argument("--seeds", type=int, default=SEEDS)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     args = parser.parse_args(argv)
     names = list(candidates(None))
     asked = [n.strip() for n in (args.only or "").split(",") if n.strip()]
@@ -246,7 +297,7 @@ def main(argv=None) -> None:
         X, blank = reframe_batch(x, DEFAULT_METHOD)
         x_all, y_all = to_model_input(X), np.asarray(y)
         pool, test = A.split_target(y_all, 0.5, 0)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             idx = A.sample_shots(y_all, pool, 10, seed=seed)
             idx = idx[~blank[idx]]
             xk, yk = x_all[idx], y_all[idx]

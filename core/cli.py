@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from core.adaptation import STRATEGIES
 from core.datasets import TRAINING_SETS
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES
@@ -349,7 +350,7 @@ def cmd_adapt(args) -> int:
     out = result.as_dict()
     lines = [f"{result.target}: zero-shot {result.zero_shot:.2%} on {result.n_test} test images "
              f"(MNIST {result.zero_shot_mnist:.2%}); {result.n_pool} images to draw labels from"]
-    lines += [f"{r['strategy']:<11} k={r['shots']:<3} {r['mean']:.2%} +- {r['std']:.2%} over {r['n']} seeds; "
+    lines += [f"{r['strategy']:<13} k={r['shots']:<3} {r['mean']:.2%} +- {r['std']:.2%} over {r['n']} seeds; "
               f"MNIST after: {r['mnist_mean']:.2%}" for r in out["summary"]]
     if result.skipped_shots:
         lines.append(f"skipped k={result.skipped_shots}: the smallest class has too few images")
@@ -564,8 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a .keras file or run folder (default: the shipped reused CNN)")
     p.add_argument("--shots", type=_int_list, help="labelled images per class, e.g. 1,5,10 "
                                                    "(default 1,2,5,10,20,50 where the set allows)")
-    p.add_argument("--strategies", default="last-layer,fine-tune,scratch",
-                   help="comma-separated: last-layer, fine-tune, scratch")
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated: {', '.join(STRATEGIES)}")
     p.add_argument("--seeds", type=int, default=3, help="repetitions of each (strategy, k)")
     p.add_argument("--test-fraction", type=float, default=0.5, help="share of the target set kept for testing")
     p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)

@@ -24,14 +24,17 @@ ensure_app_navigation()
 
 st.title("Few-shot adaptation")
 st.caption("Zero-shot reuse asks for no labels. How many would close the gap? Adapt the model with k labelled "
-           "target digits per class, three ways, each repeated with several seeds, and test every adapted "
+           "target digits per class, four ways, each repeated with several seeds, and test every adapted "
            "model on the same held-out part of the target set, and on MNIST (to see what it forgets).")
 
-with st.expander("The three strategies", expanded=False):
+with st.expander("The four strategies", expanded=False):
     st.markdown(
         "- **last-layer**: only the final Dense layer learns; the MNIST features stay as they are.\n"
         "- **fine-tune**: every layer learns at a low rate; a quarter of every batch is MNIST digits "
         "(*replay*), so the source domain is not forgotten.\n"
+        "- **self-training**: fine-tune, let that model label the rest of your scans (those not drawn as the k "
+        f"labelled ones) where it is at least {pct(adaptation.PSEUDO_CONFIDENCE, 0)} sure, and fine-tune again "
+        "on both. It uses images you have without labels; their true labels are never read.\n"
         "- **scratch**: the same architecture, freshly initialised, trained on the k images only: what the "
         "labels are worth without MNIST.\n\n"
         "Each fit runs the same number of gradient steps whatever k is, on the k images per class enlarged by "

@@ -127,7 +127,8 @@ def count_bars(counts: dict[int, int], height: int = 220) -> dict:
 
 
 #: Each adaptation strategy's colour, the same on every page.
-STRATEGY_COLOURS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "scratch": "#7f7f7f"}
+STRATEGY_COLOURS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "self-training": "#9467bd",
+                    "scratch": "#7f7f7f"}
 
 
 def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, baseline: float,
