@@ -33,6 +33,9 @@ from core.errors import DatasetError, InvalidOptionError
 from core.reframing import DEFAULT_METHOD
 
 STRATEGIES = ("last-layer", "fine-tune", "self-training", "scratch")
+#: Each strategy's colour in every chart, on the pages and in the HTML report (tab10's blue, red, purple, grey).
+STRATEGY_COLOURS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "self-training": "#9467bd",
+                    "scratch": "#7f7f7f"}
 DEFAULT_SHOTS = (1, 2, 5, 10, 20, 50)
 
 
@@ -109,6 +112,11 @@ class AdaptationResult:
                 "zero_shot": self.zero_shot, "zero_shot_mnist": self.zero_shot_mnist, "results": self.results,
                 "summary": self.summary(), "skipped_shots": self.skipped_shots, "kept": self.kept,
                 "seconds": round(self.seconds, 1)}
+
+
+def strategy_colour(strategy: str) -> str:
+    """The strategy's chart colour (tab10's green for a name saved by another version)."""
+    return STRATEGY_COLOURS.get(strategy, "#2ca02c")
 
 
 def split_target(labels: np.ndarray, test_fraction: float = 0.5, random_state: int = 0):

@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from core import config
 from core.adaptation import STRATEGIES
 from core.datasets import TRAINING_SETS
 from core.errors import DigitLabError
@@ -348,6 +349,10 @@ def cmd_adapt(args) -> int:
     result = adaptation.adapt(dataset, args.model, shots, strategies, args.seeds, args.test_fraction,
                               args.reframing, progress=report, keep=keep)
     out = result.as_dict()
+    if not config.read_only():  # kept as a job's result is: the pages and `report` show it
+        from core.runs import allocate_run_dir
+
+        out["saved"] = str(adaptation.save_result(result, allocate_run_dir("adapt", adaptation.results_dir())))
     lines = [f"{result.target}: zero-shot {result.zero_shot:.2%} on {result.n_test} test images "
              f"(MNIST {result.zero_shot_mnist:.2%}); {result.n_pool} images to draw labels from"]
     lines += [f"{r['strategy']:<13} k={r['shots']:<3} {r['mean']:.2%} +- {r['std']:.2%} over {r['n']} seeds; "
@@ -355,6 +360,8 @@ def cmd_adapt(args) -> int:
     if result.skipped_shots:
         lines.append(f"skipped k={result.skipped_shots}: the smallest class has too few images")
     lines += [f"kept {k['strategy']} k={k['shots']} as run {k['run_id']}" for k in result.kept]
+    if "saved" in out:
+        lines.append(f"saved as {out['saved']}: the Adapt, Domain shift and Report pages and `report` show it")
     _print(out, args.json, "\n".join(lines))
     return 0
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pandas is imported where a table is built: a Report's title
     import pandas as pd  # the browser before its ~0.4-s import on a fresh server
 
 from core import svg
+from core.adaptation import strategy_colour
 from core.coverage import DEFAULT_TARGET, wilson_interval
 from core.evaluation import BLANK, Evaluation, summary_metrics
 from core.images import encode_png, thumbnail
@@ -489,7 +490,7 @@ def kshot_svg(adaptation: dict) -> str:
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         mine = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["shots"])
         lines.append({"name": strategy, "x": [pos[int(r["shots"])] for r in mine], "y": [r["mean"] for r in mine],
-                      "errors": [r.get("std", 0) for r in mine], "markers": True})
+                      "errors": [r.get("std", 0) for r in mine], "markers": True, "color": strategy_colour(strategy)})
     lows = [r["mean"] - r.get("std", 0) for r in rows] + [adaptation.get("zero_shot") or 1.0]
     y_min = float(np.floor(max(0.0, min(lows) - 0.02) * 10) / 10)
     return svg.line_chart(lines, "Few-shot adaptation: accuracy on the held-out part", "labelled images per class",

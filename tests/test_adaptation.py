@@ -87,6 +87,16 @@ def test_cli_adapt_json_shape(quick, capsys):
     assert {"target", "n_test", "zero_shot", "results", "summary"} <= set(out)
     assert out["results"][0].keys() >= {"strategy", "shots", "seed", "accuracy", "mnist_accuracy"}
     assert out["summary"][0].keys() >= {"mean", "std"} and out["n_test"] == 899
+    saved = adaptation.load_results("sklearn-digits")  # as a job's result: the pages and `report` read it
+    assert len(saved) == 1 and out["saved"].endswith(f"{saved[0]['id']}/result.json")
+    assert saved[0]["summary"] == out["summary"]
+
+
+def test_cli_adapt_saves_nothing_when_the_dashboard_is_read_only(quick, monkeypatch, capsys):
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")
+    assert cli.main(["adapt", "--target", "sklearn-digits", "--shots", "1", "--seeds", "1",
+                     "--strategies", "last-layer", "--json"]) == 0
+    assert "saved" not in json.loads(capsys.readouterr().out) and not adaptation.load_results()
 
 
 def test_an_adaptation_job_runs_in_the_queue_and_its_result_is_kept(quick):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from core import report
+from core.adaptation import STRATEGY_COLOURS
 from core.evaluation import BLANK, Evaluation
 from core.models import file_sha256, reused_model_path
 from core.report import build_html, confusion_frame, per_digit_frame, verdict
@@ -172,6 +173,13 @@ def test_verdict_says_what_k_labels_bought_and_when_none_was_measured():
     assert "With 10 labelled digits per class, fine-tune adaptation reached 98.6 % (± 0.2 points over 3 seeds)" in text
     assert "against 94.1 % zero-shot; MNIST accuracy after it: 98.2 %" in text
     assert "The fewest labels that reached 99.0 %: 50 per class (fine-tune, 99.3 %)" in text
+
+
+def test_the_k_shot_chart_draws_each_strategy_in_its_dashboard_colour():
+    summary = [{"strategy": s, "shots": k, "mean": 0.97, "std": 0.01} for s in ("scratch", "fine-tune") for k in (1, 10)]
+    chart = report.kshot_svg({"summary": summary, "zero_shot": 0.94})
+    for strategy in ("scratch", "fine-tune"):  # whatever their order: the page's colours, not the palette's
+        assert f'stroke="{STRATEGY_COLOURS[strategy]}"' in chart
 
 
 def test_adaptation_of_another_model_is_not_claimed(tmp_path):

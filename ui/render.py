@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import streamlit as st
 
+from core.adaptation import strategy_colour
 from core.images import thumbnail
 from core.reframing import Reframed, Stage
 from core.wording import pct
@@ -126,11 +127,6 @@ def count_bars(counts: dict[int, int], height: int = 220) -> dict:
     }
 
 
-#: Each adaptation strategy's colour, the same on every page.
-STRATEGY_COLOURS = {"last-layer": "#1f77b4", "fine-tune": "#d62728", "self-training": "#9467bd",
-                    "scratch": "#7f7f7f"}
-
-
 def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, baseline: float,
                    baseline_label: str = "zero-shot", spread: str | None = "std", height: int = 360) -> dict:
     """A Vega-Lite spec of a few-shot adaptation's summary (core.adaptation: one row per strategy and shots):
@@ -152,7 +148,7 @@ def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, b
     # the legend under the plot in two columns: in half a 1024-px page a row of three names was cut
     color = {"field": "strategy", "type": "nominal", "title": None,
              "legend": {"orient": "bottom", "columns": 2, "symbolType": "stroke"},
-             "scale": {"domain": strategies, "range": [STRATEGY_COLOURS.get(s, "#2ca02c") for s in strategies]}}
+             "scale": {"domain": strategies, "range": [strategy_colour(s) for s in strategies]}}
     base = {"values": [{"baseline": baseline, "label": f"{baseline_label} {pct(baseline)}"}]}
     layers = [{"mark": {"type": "line", "point": True},
                "encoding": {"x": x, "y": {"field": "value", **y}, "color": color,
