@@ -32,9 +32,9 @@ with st.expander("The four strategies", expanded=False):
         "- **last-layer**: only the final Dense layer learns; the MNIST features stay as they are.\n"
         "- **fine-tune**: every layer learns at a low rate; a quarter of every batch is MNIST digits "
         "(*replay*), so the source domain is not forgotten.\n"
-        "- **self-training**: fine-tune, let that model label the rest of your scans (those not drawn as the k "
-        f"labelled ones) where it is at least {pct(adaptation.PSEUDO_CONFIDENCE, 0)} sure, and fine-tune again "
-        "on both. It uses images you have without labels; their true labels are never read.\n"
+        "- **self-training**: fine-tune, let that model label your other scans (neither the k labelled ones nor "
+        f"the test part) where it is at least {pct(adaptation.PSEUDO_CONFIDENCE, 0)} sure, and fine-tune again "
+        "on both. Their true labels are never read: a form team has such unlabelled scans anyway.\n"
         "- **scratch**: the same architecture, freshly initialised, trained on the k images only: what the "
         "labels are worth without MNIST.\n\n"
         "Each fit runs the same number of gradient steps whatever k is, on the k images per class enlarged by "
@@ -210,10 +210,14 @@ st.caption("Left: accuracy on the target's fixed test part, mean over seeds with
 
 table = summary.rename(columns={"mean": "accuracy (mean)", "std": "std over seeds", "n": "seeds",
                                 "mnist_mean": "MNIST accuracy (mean)"})
-st.dataframe(table, hide_index=True, width="stretch", column_config={
-    "accuracy (mean)": st.column_config.NumberColumn(format="percent"),
-    "std over seeds": st.column_config.NumberColumn(format="%.3f"),
-    "MNIST accuracy (mean)": st.column_config.NumberColumn(format="percent")})
+# Shown in points, as every share on the pages is written ("98.18 %"; spread "0.34"), still sorted as numbers;
+# the CSV keeps fractions, as the JSON does.
+shown = table.assign(**{c: table[c] * 100 for c in ("accuracy (mean)", "std over seeds", "MNIST accuracy (mean)")})
+st.dataframe(shown.rename(columns={"std over seeds": "± over seeds"}), hide_index=True, width="stretch",
+             column_config={"accuracy (mean)": st.column_config.NumberColumn(format="%.2f %%"),
+                            "± over seeds": st.column_config.NumberColumn(
+                                format="%.2f", help="Standard deviation over the seeds, in percentage points"),
+                            "MNIST accuracy (mean)": st.column_config.NumberColumn(format="%.2f %%")})
 c1, c2 = st.columns(2)
 c1.download_button("Download the summary (CSV)", table.to_csv(index=False), f"adaptation-{r['id']}.csv",
                    "text/csv", key="dl_adapt_summary")

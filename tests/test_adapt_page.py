@@ -66,6 +66,9 @@ def test_the_page_shows_a_saved_learning_curve():
     assert metrics["Best with 10 labels per class (fine-tune)"] == "98.6 %"  # mean of 0.985 and 0.987
     table = at.dataframe[0].value
     assert set(table["strategy"]) == set(adaptation.STRATEGIES) and len(table) == 8
+    fine_10 = table[(table["strategy"] == "fine-tune") & (table["shots"] == 10)].iloc[0]  # in points, as shown
+    assert fine_10["accuracy (mean)"] == pytest.approx(98.6) and fine_10["± over seeds"] == pytest.approx(
+        0.1414, abs=1e-3)
     import pyarrow as pa
 
     curve, forgetting = at.get("vega_lite_chart")  # the learning curve and the forgetting one, both Vega-Lite
