@@ -78,7 +78,6 @@ from core import variants as V  # noqa: E402
 DOMAINS = [("mnist-test", "low-res"), ("mnist-test", "slant"), ("mnist-test", "european"),
            ("sklearn-digits", "thick-pen"), ("sklearn-digits", "stretched")]
 SEEDS = 2
-PSEUDO_CONFIDENCE = 0.9
 
 
 def affine_copies(x: np.ndarray, copies: int, seed: int) -> np.ndarray:
@@ -147,27 +146,16 @@ def candidates(c) -> dict:
             return c.proba(fit(c.base, xa, np.tile(c.yk, n + 1), c.seed, c.replay))
         return run
 
-    def self_training():
+    def unlabelled():
+        """The rest of the pool: the scans not drawn as labelled ones (as core.adaptation.adapt gives them)."""
         rest = np.setdiff1d(c.pool, c.idx)
-        rest = rest[~c.blank[rest]]
-        pr = Predictor(c.current()).predict_proba(c.x_all[rest])
-        sure = pr.max(1) >= PSEUDO_CONFIDENCE
-        return c.proba(fit(c.base, np.concatenate([c.xa, c.x_all[rest][sure]]),
-                           np.concatenate([c.ya, pr.argmax(1)[sure]]), c.seed, c.replay))
+        return c.x_all[rest[~c.blank[rest]]]
 
-    def pseudo_labelled(model, threshold: float):
-        """The rest of the pool (unlabelled scans), labelled by `model` where it is at least `threshold` sure."""
-        rest = np.setdiff1d(c.pool, c.idx)
-        rest = rest[~c.blank[rest]]
-        pr = Predictor(model).predict_proba(c.x_all[rest])
-        sure = pr.max(1) >= threshold
-        return c.x_all[rest][sure], pr.argmax(1)[sure]
-
-    def self_training_rounds(rounds: int, threshold: float = PSEUDO_CONFIDENCE):
+    def self_training_rounds(rounds: int, threshold: float = A.PSEUDO_CONFIDENCE):
         def run():
             model = c.current()
             for _ in range(rounds):
-                xp, yp = pseudo_labelled(model, threshold)
+                xp, yp = A.pseudo_labels(model, unlabelled(), threshold)
                 model = fit(c.base, np.concatenate([c.xa, xp]), np.concatenate([c.ya, yp]), c.seed, c.replay)
             return c.proba(model)
         return run
@@ -177,16 +165,14 @@ def candidates(c) -> dict:
         # labelled images and the rest of the pool (Zhou et al. 2004); then fine-tune on both, as self-training.
         from sklearn.semi_supervised import LabelSpreading
 
-        rest = np.setdiff1d(c.pool, c.idx)
-        rest = rest[~c.blank[rest]]
-        feats = Predictor(c.current()).features(np.concatenate([c.xk, c.x_all[rest]]))
+        xu = unlabelled()
+        feats = Predictor(c.current()).features(np.concatenate([c.xk, xu]))
         spread = LabelSpreading(kernel="knn", n_neighbors=7, alpha=0.2, max_iter=100)
-        spread.fit(feats, np.concatenate([c.yk, np.full(len(rest), -1)]))
+        spread.fit(feats, np.concatenate([c.yk, np.full(len(xu), -1)]))
         dist = spread.label_distributions_[len(c.yk):]
-        sure = dist.max(1) >= PSEUDO_CONFIDENCE
+        sure = dist.max(1) >= A.PSEUDO_CONFIDENCE
         yp = spread.classes_[dist.argmax(1)][sure]
-        return c.proba(fit(c.base, np.concatenate([c.xa, c.x_all[rest][sure]]), np.concatenate([c.ya, yp]),
-                           c.seed, c.replay))
+        return c.proba(fit(c.base, np.concatenate([c.xa, xu[sure]]), np.concatenate([c.ya, yp]), c.seed, c.replay))
 
     def ensemble():
         others = [c.proba(fit(c.base, c.xa, c.ya, 100 * k + c.seed, c.replay)) for k in (1, 2)]
@@ -226,7 +212,7 @@ def candidates(c) -> dict:
 
     return {
         "current": lambda: c.proba(c.current()),
-        "self-training": self_training,
+        "self-training": self_training_rounds(1),
         "ensemble of 3": ensemble,
         "replay 0.1": lambda: c.proba(fit(c.base, c.xa, c.ya, c.seed, c.replay, replay_share=0.1)),
         "2 elastic + 2 affine": affine,

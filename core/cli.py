@@ -160,7 +160,8 @@ def cmd_report(args) -> int:
     atomic_write_text(out_path, html)
     data = {"out": str(out_path.resolve()), "target": args.target, "reframing": args.reframing, "model": identity,
             "n": ev.n, "accuracy": summary["accuracy"], "accuracy_ci": summary["accuracy_ci"],
-            "automation": summary["automation"], "verdict": report.verdict(summary, adaptation, dataset.name),
+            "automation": summary["automation"],
+            "verdict": report.verdict(summary, adaptation, dataset.name, model_path),
             "numbers": None if numbers_result is None else numbers_result["accuracy"],
             "adaptation": None if adaptation is None else adaptation.get("id")}
     _print(data, args.json, str(out_path))
@@ -349,10 +350,12 @@ def cmd_adapt(args) -> int:
     result = adaptation.adapt(dataset, args.model, shots, strategies, args.seeds, args.test_fraction,
                               args.reframing, progress=report, keep=keep)
     out = result.as_dict()
-    if not config.read_only():  # kept as a job's result is: the pages and `report` show it
-        from core.runs import allocate_run_dir
-
-        out["saved"] = str(adaptation.save_result(result, allocate_run_dir("adapt", adaptation.results_dir())))
+    # Kept as a job's result is: the Adapt, Domain shift and Report pages and `report` show the newest one.
+    if args.no_save or config.read_only():
+        saved = "not saved (--no-save)" if args.no_save else "not saved: DIGITLAB_READ_ONLY is set"
+    else:
+        out["saved"] = str(adaptation.save_result(result, adaptation.new_result_dir()))
+        saved = f"saved as {out['saved']}: the Adapt, Domain shift and Report pages and `report` show it"
     lines = [f"{result.target}: zero-shot {result.zero_shot:.2%} on {result.n_test} test images "
              f"(MNIST {result.zero_shot_mnist:.2%}); {result.n_pool} images to draw labels from"]
     lines += [f"{r['strategy']:<13} k={r['shots']:<3} {r['mean']:.2%} +- {r['std']:.2%} over {r['n']} seeds; "
@@ -360,9 +363,7 @@ def cmd_adapt(args) -> int:
     if result.skipped_shots:
         lines.append(f"skipped k={result.skipped_shots}: the smallest class has too few images")
     lines += [f"kept {k['strategy']} k={k['shots']} as run {k['run_id']}" for k in result.kept]
-    if "saved" in out:
-        lines.append(f"saved as {out['saved']}: the Adapt, Domain shift and Report pages and `report` show it")
-    _print(out, args.json, "\n".join(lines))
+    _print(out, args.json, "\n".join(lines + [saved]))
     return 0
 
 
@@ -580,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save that adapted model (seed 0) as a run, e.g. --keep fine-tune:10")
     p.add_argument("--background", action="store_true", help="queue it as a background job and return")
     p.add_argument("--title", help="a title for the background job")
+    p.add_argument("--no-save", action="store_true",
+                   help="do not save the result (saved, it becomes the one the pages and `report` show; "
+                        "a background job always saves)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_adapt)
 

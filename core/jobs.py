@@ -303,14 +303,14 @@ def submit(cfg, title: str | None = None, start_worker: bool = True) -> Job:
 
 def submit_adaptation(settings: dict, title: str | None = None, start_worker: bool = True) -> Job:
     """Queue a few-shot adaptation (core.adaptation.adapt's arguments as a dict); progress counts fits."""
-    from core import adaptation, runs
+    from core import adaptation
 
     config.require_writable("queueing adaptation jobs")
     _check_executor()
-    s = dict(settings)
+    s = dict(settings, strategies=adaptation.check_strategies(settings["strategies"]))  # as adapt will run them
     total = len(s["strategies"]) * len(s["shots"]) * s["seeds"]
     with _connect() as con:
-        folder = runs.allocate_run_dir("adapt", adaptation.results_dir())
+        folder = adaptation.new_result_dir()
         try:
             cur = con.execute("INSERT INTO jobs (config, title, run_dir, created, epochs) VALUES (?, ?, ?, ?, ?)",
                               (json.dumps({"job": "adapt", **s}), title or f"Few-shot adaptation on {s['target']}",
@@ -543,7 +543,7 @@ def _run_adaptation(job: Job, on_epoch, should_stop) -> str:
         pass
 
     def progress(done: int, total: int, what: str) -> None:
-        on_epoch({"epoch": done, "what": what})
+        on_epoch({"epoch": done, "epochs": total, "what": what})
         if should_stop():
             raise Cancelled
 
@@ -589,9 +589,10 @@ class QueueRecorder:
             con.execute("UPDATE jobs SET device=? WHERE id=?", (device, self.job_id))
 
     def epoch(self, row: dict) -> None:
+        """One step done; a row with `epochs` also corrects the total (an adaptation skips the k a set lacks)."""
         with _connect() as con:
-            con.execute("UPDATE jobs SET epoch=?, last_metrics=? WHERE id=?",
-                        (row["epoch"], json.dumps(row), self.job_id))
+            con.execute("UPDATE jobs SET epoch=?, epochs=COALESCE(?, epochs), last_metrics=? WHERE id=?",
+                        (row["epoch"], row.get("epochs"), json.dumps(row), self.job_id))
 
     def should_stop(self) -> bool:
         with _connect() as con:

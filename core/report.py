@@ -285,6 +285,7 @@ def describe_model(path: str | Path) -> dict:
     if params:
         info["params"] = params
     info["shipped"] = path.resolve() == reused_model_path().resolve()
+    info["path"] = str(path)  # what `python -m core ... --model` takes, for the verdict's advice
     return info
 
 
@@ -344,11 +345,13 @@ def pick_adaptation(results: list[dict], model_path: str | Path, method: str | N
 
 # --- the verdict ----------------------------------------------------------------------------------------------
 
-def verdict(summary: dict, adaptation: dict | None = None, target_name: str | None = None) -> list[str]:
+def verdict(summary: dict, adaptation: dict | None = None, target_name: str | None = None,
+            model_path: str | Path | None = None) -> list[str]:
     """A few sentences written from the measured numbers: accuracy with its interval, the weakest digits and
     their usual confusions, the automation figure, and what k labels per class bought (when measured).
 
-    `summary` is Evaluation.as_dict(target_accuracy); `adaptation` a saved result of core.adaptation.
+    `summary` is Evaluation.as_dict(target_accuracy); `adaptation` a saved result of core.adaptation;
+    `model_path` the model under test (None: the shipped one).
     """
     n, acc = summary["n"], summary["accuracy"]
     low, high = summary["accuracy_ci"]
@@ -390,7 +393,7 @@ def verdict(summary: dict, adaptation: dict | None = None, target_name: str | No
             text += (f" The interval's lower end ({pct(a['low'])}) is below the target: the threshold was chosen "
                      "on these same images, so confirm it on new labelled ones.")
         out.append(text)
-    out.append(adaptation_sentence(adaptation, target, target_name))
+    out.append(adaptation_sentence(adaptation, target, target_name, model_path))
     return out
 
 
@@ -403,12 +406,18 @@ def _best_per_k(adaptation: dict) -> dict[int, dict]:
     return dict(sorted(best.items()))
 
 
-def adaptation_sentence(adaptation: dict | None, target_accuracy: float, target_name: str) -> str:
-    """What k labelled target digits per class bought, from a saved few-shot result; or how to measure it."""
+def adaptation_sentence(adaptation: dict | None, target_accuracy: float, target_name: str,
+                        model_path: str | Path | None = None) -> str:
+    """What k labelled target digits per class bought, from a saved few-shot result; or how to measure it (for the
+    model at model_path: the command names it unless it is the shipped model, which `adapt` takes by default)."""
     if not adaptation or not adaptation.get("summary"):
+        from core.models import reused_model_path
+
+        shipped = model_path is None or Path(model_path).resolve() == reused_model_path().resolve()
+        model = "" if shipped else f" --model {model_path}"
         return (f"No few-shot adaptation has been measured for this data set with this model: run "
-                f"\"python -m core adapt --target {target_name}\" to measure what a few labelled digits per class "
-                "would buy.")
+                f"\"python -m core adapt --target {target_name}{model}\" to measure what a few labelled digits per "
+                "class would buy.")
     best = _best_per_k(adaptation)
     k = 10 if 10 in best else max(best)
     r = best[k]
@@ -634,7 +643,8 @@ def build_html(ev: Evaluation, images, comparison: dict[str, Evaluation] | None 
            "@media print{.wide{overflow:visible}}")
     sections = [
         "<h2>Verdict</h2><ul class='verdict'>"
-        + "".join(f"<li>{html.escape(v)}</li>" for v in verdict(s, adaptation, ev.target)) + "</ul>",
+        + "".join(f"<li>{html.escape(v)}</li>" for v in verdict(s, adaptation, ev.target, (model or {}).get("path")))
+        + "</ul>",
         identity,
         f"<h2>Data set</h2><p>{html.escape(dataset_note or ev.provenance)}</p>",
         f"<h2>Headline</h2>{_table(headline)}<p>{auto_text}</p>{blanks}{skipped}",

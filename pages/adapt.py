@@ -210,8 +210,8 @@ st.caption("Left: accuracy on the target's fixed test part, mean over seeds with
 
 table = summary.rename(columns={"mean": "accuracy (mean)", "std": "std over seeds", "n": "seeds",
                                 "mnist_mean": "MNIST accuracy (mean)"})
-# Shown in points, as every share on the pages is written ("98.18 %"; spread "0.34"), still sorted as numbers;
-# the CSV keeps fractions, as the JSON does.
+# Shown in points with a space before the sign, as shares are written on every page ("98.18 %"; spread "0.34"),
+# and still sorted as numbers; the CSV keeps fractions, as the JSON does.
 shown = table.assign(**{c: table[c] * 100 for c in ("accuracy (mean)", "std over seeds", "MNIST accuracy (mean)")})
 st.dataframe(shown.rename(columns={"std over seeds": "± over seeds"}), hide_index=True, width="stretch",
              column_config={"accuracy (mean)": st.column_config.NumberColumn(format="%.2f %%"),

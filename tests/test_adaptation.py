@@ -92,21 +92,25 @@ def test_cli_adapt_json_shape(quick, capsys):
     assert saved[0]["summary"] == out["summary"]
 
 
-def test_cli_adapt_saves_nothing_when_the_dashboard_is_read_only(quick, monkeypatch, capsys):
-    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")
-    assert cli.main(["adapt", "--target", "sklearn-digits", "--shots", "1", "--seeds", "1",
-                     "--strategies", "last-layer", "--json"]) == 0
-    assert "saved" not in json.loads(capsys.readouterr().out) and not adaptation.load_results()
+@pytest.mark.parametrize("flag, env, said", [("--no-save", "", "not saved (--no-save)"),
+                                              (None, "1", "not saved: DIGITLAB_READ_ONLY is set")])
+def test_cli_adapt_can_leave_the_saved_results_alone(quick, monkeypatch, capsys, flag, env, said):
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", env)
+    args = ["adapt", "--target", "sklearn-digits", "--shots", "1", "--seeds", "1", "--strategies", "last-layer"]
+    assert cli.main(args + [flag] * bool(flag)) == 0
+    assert capsys.readouterr().out.rstrip().endswith(said) and not adaptation.load_results()
+    assert cli.main(args + [flag] * bool(flag) + ["--json"]) == 0
+    assert "saved" not in json.loads(capsys.readouterr().out)
 
 
 def test_an_adaptation_job_runs_in_the_queue_and_its_result_is_kept(quick):
-    job = jobs.submit_adaptation({"target": "sklearn-digits", "model": None, "shots": [1], "strategies":
-                                  ["last-layer"], "seeds": 1, "test_fraction": 0.5, "reframing": "paper",
-                                  "keep": []}, start_worker=False)
-    assert job.what == "adaptation" and job.epochs == 1
+    job = jobs.submit_adaptation({"target": "sklearn-digits", "model": None, "shots": [1, 500], "strategies":
+                                  ["last-layer", "last-layer"], "seeds": 1, "test_fraction": 0.5,
+                                  "reframing": "paper", "keep": []}, start_worker=False)
+    assert job.what == "adaptation" and job.epochs == 2 and job.config["strategies"] == ["last-layer"]  # each once
     assert jobs.run_worker(once=True) == 1
     done = jobs.get_job(job.id)
-    assert done.status == "done" and done.epoch == 1
+    assert done.status == "done" and done.epoch == done.epochs == 1  # k=500 skipped: the total follows the fits
     saved = adaptation.load_results("sklearn-digits")
     assert saved and saved[0]["results"][0]["strategy"] == "last-layer"
 
@@ -124,18 +128,34 @@ def test_pseudo_labels_keep_what_the_model_is_sure_of(monkeypatch, confidence, k
 def test_self_training_labels_the_rest_of_the_pool_with_the_fine_tuned_model(quick, monkeypatch):
     """Self-training starts from the fine-tune of the same (k, seed), made once, and reads the pool's scans that
     were not drawn as labelled ones: never the test part, never their labels."""
+    from core.models import to_model_input
+    from core.reframing import reframe_batch
+
     seen = []
     real = adaptation.pseudo_labels
-    monkeypatch.setattr(adaptation, "pseudo_labels", lambda model, x, *a: seen.append((model, len(x))) or real(
+    monkeypatch.setattr(adaptation, "pseudo_labels", lambda model, x, *a: seen.append((model, x)) or real(
         model, x, *a))
     fits = []
     real_fit = adaptation.fit_strategy
-    monkeypatch.setattr(adaptation, "fit_strategy", lambda base, s, *a, **kw: fits.append(s) or real_fit(
-        base, s, *a, **kw))
-    r = adaptation.adapt(small_target(), shots=[2], seeds=1, strategies=["self-training", "fine-tune"])
-    assert [x["strategy"] for x in r.results] == ["fine-tune", "self-training"]  # the order of STRATEGIES
-    assert [n for _, n in seen] == [r.n_pool - 2 * 10]  # 60 pool scans, 20 of them labelled
-    assert fits.count("fine-tune") == 2  # the fine-tune row, and self-training's second fit: its first is reused
+    monkeypatch.setattr(adaptation, "fit_strategy", lambda base, s, *a, **kw: fits.append((s, real_fit(
+        base, s, *a, **kw))) or fits[-1][1])
+    target = small_target()
+    r = adaptation.adapt(target, shots=[2], seeds=1, strategies=["self-training", "fine-tune", "fine-tune"])
+    assert [x["strategy"] for x in r.results] == ["fine-tune", "self-training"]  # each once, as in STRATEGIES
+    assert [s for s, _ in fits].count("fine-tune") == 2  # the fine-tune row and self-training's second fit
+    assert seen[0][0] is fits[0][1]  # the fine-tune row's model labels the pool: it is not fitted twice
+    X, blank = reframe_batch(target.images, r.reframing)
+    pool, _ = split_target(target.labels, 0.5, 0)
+    rest = np.setdiff1d(pool, sample_shots(target.labels, pool, 2, seed=0))
+    assert np.array_equal(seen[0][1], to_model_input(X)[rest[~blank[rest]]])  # 40 pool scans, no test image
+
+
+def test_keeping_adapted_models_is_refused_on_a_read_only_server(monkeypatch):
+    from core.errors import ReadOnlyError
+
+    monkeypatch.setenv("DIGITLAB_READ_ONLY", "1")
+    with pytest.raises(ReadOnlyError, match="keeping adapted models as runs"):
+        adaptation.adapt(small_target(), shots=[1], seeds=1, strategies=["last-layer"], keep=[("last-layer", 1)])
 
 
 def test_self_training_without_unlabelled_scans_is_its_fine_tune(quick):

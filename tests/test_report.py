@@ -165,6 +165,9 @@ def test_verdict_says_what_k_labels_bought_and_when_none_was_measured():
     none = verdict(s, None, "sklearn-digits")[-1]
     assert "No few-shot adaptation has been measured for this data set" in none
     assert 'run "python -m core adapt --target sklearn-digits" to measure' in none
+    mine = verdict(s, None, "sklearn-digits", "/data/my model.keras")[-1]  # the advice adapts the model under test
+    assert 'run "python -m core adapt --target sklearn-digits --model /data/my model.keras" to measure' in mine
+    assert verdict(s, None, "sklearn-digits", reused_model_path())[-1] == none
     adaptation = {"n_test": 900, "zero_shot": 0.941, "summary": [
         {"strategy": "last-layer", "shots": 10, "mean": 0.975, "std": 0.004, "n": 3, "mnist_mean": 0.98},
         {"strategy": "fine-tune", "shots": 10, "mean": 0.986, "std": 0.002, "n": 3, "mnist_mean": 0.982},
@@ -176,7 +179,8 @@ def test_verdict_says_what_k_labels_bought_and_when_none_was_measured():
 
 
 def test_the_k_shot_chart_draws_each_strategy_in_its_dashboard_colour():
-    summary = [{"strategy": s, "shots": k, "mean": 0.97, "std": 0.01} for s in ("scratch", "fine-tune") for k in (1, 10)]
+    summary = [{"strategy": s, "shots": k, "mean": 0.97, "std": 0.01}
+               for s in ("scratch", "fine-tune") for k in (1, 10)]
     chart = report.kshot_svg({"summary": summary, "zero_shot": 0.94})
     for strategy in ("scratch", "fine-tune"):  # whatever their order: the page's colours, not the palette's
         assert f'stroke="{STRATEGY_COLOURS[strategy]}"' in chart

@@ -685,7 +685,8 @@ def numbers_view(ctx: Context) -> None:
 def html_view(ctx: Context, target_accuracy: float) -> None:
     adaptation = adaptation_for(ctx.dataset.name, str(ctx.model_path), ctx.method, home())
     st.markdown("**Verdict** (written from the measured numbers; it opens the HTML report)")
-    st.markdown("\n".join(f"- {md_escape(v)}" for v in report.verdict(ctx.summary, adaptation, ctx.dataset.name)))
+    lines = report.verdict(ctx.summary, adaptation, ctx.dataset.name, ctx.model_path)
+    st.markdown("\n".join(f"- {md_escape(v)}" for v in lines))
     comparison = compare(ctx)
     numbers = st.session_state.get(numbers_key(ctx))
     included = ["the model's identity", "the data set", "every table with 95 % intervals",
