@@ -67,6 +67,9 @@ SETTINGS["self-training"] = SETTINGS["fine-tune"]
 PSEUDO_CONFIDENCE = 0.9
 #: Elastically distorted copies of each labelled target image (Simard et al. 2003), as in the reused model.
 ELASTIC_COPIES = 4
+#: The fewest seeds per (strategy, k) a learning curve is cited with (the issue's minimum): a quicker run is kept
+#: and shown on the Adapt page, but the report and the Domain shift page cite a full one first.
+MIN_SEEDS = 3
 #: MNIST digits used to measure forgetting (a stratified sample of the official test set when present).
 MNIST_CHECK_SIZE = 2000
 
@@ -89,7 +92,8 @@ class AdaptationResult:
     seconds: float = 0.0
 
     def summary(self) -> list[dict]:
-        """Per strategy and k: mean and standard deviation over seeds (accuracy and MNIST accuracy)."""
+        """Per strategy and k: mean and standard deviation over seeds (accuracy and MNIST accuracy); std is None
+        for a single seed, which measures no spread."""
         import pandas as pd
 
         if not self.results:
@@ -98,9 +102,9 @@ class AdaptationResult:
         g = df.groupby(["strategy", "shots"], sort=False)
         out = g.agg(mean=("accuracy", "mean"), std=("accuracy", "std"), n=("accuracy", "size"),
                     mnist_mean=("mnist_accuracy", "mean")).reset_index()
-        out["std"] = out["std"].fillna(0.0)
-        return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
                 for row in out.to_dict(orient="records")]
+        return [dict(r, std=r["std"] if r["n"] > 1 else None) for r in rows]
 
     def best(self, shots: int) -> dict | None:
         """The strategy with the best mean accuracy at k=shots."""
@@ -395,6 +399,31 @@ def save_result(result: AdaptationResult, folder: Path) -> Path:
     path = Path(folder) / "result.json"
     write_json(path, result.as_dict())
     return path
+
+
+def result_seeds(result: dict) -> int:
+    """The fewest seeds behind a point of a saved result's learning curve (0 when it has none)."""
+    ns = [int(r.get("n", 1)) for r in result.get("summary") or []]
+    return min(ns) if ns else 0
+
+
+def results_to_cite(results: list[dict], model_path: str | Path | None = None, method: str | None = None
+                    ) -> list[dict]:
+    """Saved results (load_results, newest first) with a learning curve, measured on the model at model_path (any
+    model when None), the one to cite first: curves of >= MIN_SEEDS seeds before quicker ones, then those of
+    the same reframing method, then the newest. A result for another model says nothing about this one."""
+    want = Path(model_path).resolve() if model_path is not None else None
+
+    def same_model(r: dict) -> bool:
+        try:
+            return want is None or Path(str(r.get("model", ""))).resolve() == want
+        except (OSError, ValueError):
+            return False
+
+    mine = [r for r in results if isinstance(r.get("summary"), list) and r["summary"] and same_model(r)]
+    # sorted() is stable: the newest stays first within each group
+    return sorted(mine, key=lambda r: (result_seeds(r) < MIN_SEEDS,
+                                       method is not None and r.get("reframing") != method))
 
 
 def load_results(target: str | None = None) -> list[dict]:

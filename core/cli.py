@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from core import config
-from core.adaptation import STRATEGIES
+from core.adaptation import MIN_SEEDS, STRATEGIES
 from core.datasets import TRAINING_SETS
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES
@@ -129,7 +129,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     from core import numbers, report
-    from core.adaptation import load_results
+    from core.adaptation import load_results, results_to_cite
     from core.datasets import load_target
     from core.evaluation import compare_methods
     from core.models import resolve_model_path
@@ -138,6 +138,12 @@ def cmd_report(args) -> int:
     _check_target_accuracy(args.target_accuracy)
     dataset = load_target(args.target)
     model_path = resolve_model_path(args.model)
+    saved = load_results(dataset.name)
+    adaptation = report.pick_adaptation(saved, model_path, args.reframing, args.adaptation)
+    if args.adaptation and adaptation is None:  # said before the evaluation, not after it
+        ids = [r["id"] for r in results_to_cite(saved, model_path, args.reframing)]
+        raise DigitLabError(f"--adaptation {args.adaptation} is not a saved few-shot result for this model on "
+                            f"{dataset.name}; saved ones: {', '.join(ids) or 'none'} (python -m core adapt saves one).")
     factory = _model_factory(model_path)
     comparison = compare_methods(factory, dataset, model_path)  # every method: the report compares them
     for warning in dict.fromkeys(w for ev in comparison.values() for w in ev.warnings):
@@ -149,7 +155,6 @@ def cmd_report(args) -> int:
         images, labels = numbers.compose_numbers()
         numbers_result = numbers.evaluate_numbers(factory(), images, labels, args.reframing)
         numbers_result["provenance"] = f"{len(labels)} numbers 0-303 composed from scikit-learn digit scans"
-    adaptation = report.pick_adaptation(load_results(dataset.name), model_path, args.reframing)
     identity = report.describe_model(model_path)
     html = report.build_html(ev, dataset.images, comparison, model=identity, numbers=numbers_result,
                              dataset_note=report.describe_dataset(dataset.name, dataset.provenance, dataset.labels,
@@ -358,8 +363,9 @@ def cmd_adapt(args) -> int:
         saved = f"saved as {out['saved']}: the Adapt, Domain shift and Report pages and `report` show it"
     lines = [f"{result.target}: zero-shot {result.zero_shot:.2%} on {result.n_test} test images "
              f"(MNIST {result.zero_shot_mnist:.2%}); {result.n_pool} images to draw labels from"]
-    lines += [f"{r['strategy']:<13} k={r['shots']:<3} {r['mean']:.2%} +- {r['std']:.2%} over {r['n']} seeds; "
-              f"MNIST after: {r['mnist_mean']:.2%}" for r in out["summary"]]
+    lines += [f"{r['strategy']:<13} k={r['shots']:<3} {r['mean']:.2%} "
+              + (f"+- {r['std']:.2%} over {r['n']} seeds; " if r["std"] is not None else "(1 seed, no spread); ")
+              + f"MNIST after: {r['mnist_mean']:.2%}" for r in out["summary"]]
     if result.skipped_shots:
         lines.append(f"skipped k={result.skipped_shots}: the smallest class has too few images")
     lines += [f"kept {k['strategy']} k={k['shots']} as run {k['run_id']}" for k in result.kept]
@@ -502,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-accuracy", type=float, default=0.99,
                    help="the accuracy the automation figure must keep (default 0.99)")
     p.add_argument("--no-numbers", action="store_true", help="leave out the 300 built-in numbers (saves ~6 s)")
+    p.add_argument("--adaptation", metavar="ID", help="the saved few-shot result to cite (default: the newest with "
+                                                      f">= {MIN_SEEDS} seeds, same reframing first)")
     p.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_report)

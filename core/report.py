@@ -22,7 +22,7 @@ from core.coverage import DEFAULT_TARGET, wilson_interval
 from core.evaluation import BLANK, Evaluation, summary_metrics
 from core.images import encode_png, thumbnail
 from core.reframing import reframe
-from core.wording import pct, plural
+from core.wording import pct, plural, spread
 
 COUNT_COLUMNS = ["digit", "tp", "tn", "fp", "fn"]
 #: The rates table with its intervals: recall and precision each with the low and high end of its 95 % CI.
@@ -325,22 +325,16 @@ def describe_dataset(name: str, provenance: str, labels, images, skipped: int = 
     return text
 
 
-def pick_adaptation(results: list[dict], model_path: str | Path, method: str | None = None) -> dict | None:
-    """The newest saved few-shot result (core.adaptation.load_results) for this model, same method first.
+def pick_adaptation(results: list[dict], model_path: str | Path, method: str | None = None,
+                    result_id: str | None = None) -> dict | None:
+    """The saved few-shot result (core.adaptation.load_results) the report cites for this model: the one with that
+    id, else core.adaptation.results_to_cite's first; None when there is none for this model."""
+    from core.adaptation import results_to_cite
 
-    A result measured for another model says nothing about this one: None then.
-    """
-    want = Path(model_path).resolve()
-
-    def same_model(r: dict) -> bool:
-        try:
-            return Path(str(r.get("model", ""))).resolve() == want
-        except (OSError, ValueError):
-            return False
-
-    mine = [r for r in results if same_model(r) and r.get("summary")]
-    same = [r for r in mine if method is None or r.get("reframing") == method]
-    return (same or mine or [None])[0]
+    ranked = results_to_cite(results, model_path, method)
+    if result_id is not None:
+        return next((r for r in ranked if r.get("id") == result_id), None)
+    return ranked[0] if ranked else None
 
 
 # --- the verdict ----------------------------------------------------------------------------------------------
@@ -422,7 +416,7 @@ def adaptation_sentence(adaptation: dict | None, target_accuracy: float, target_
     k = 10 if 10 in best else max(best)
     r = best[k]
     text = (f"With {plural(k, 'labelled digit')} per class, {r['strategy']} adaptation reached {pct(r['mean'])} "
-            f"(± {100 * r.get('std', 0):.1f} points over {plural(int(r.get('n', 1)), 'seed')}) on a held-out "
+            f"({spread(r.get('std'), int(r.get('n', 1)))}) on a held-out "
             f"part of {adaptation.get('n_test', 0):,} images, against {pct(adaptation.get('zero_shot'))} "
             f"zero-shot; MNIST accuracy after it: {pct(r.get('mnist_mean'))}.")
     reach = [(kk, rr) for kk, rr in best.items() if rr["mean"] >= target_accuracy]
@@ -499,8 +493,8 @@ def kshot_svg(adaptation: dict) -> str:
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         mine = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["shots"])
         lines.append({"name": strategy, "x": [pos[int(r["shots"])] for r in mine], "y": [r["mean"] for r in mine],
-                      "errors": [r.get("std", 0) for r in mine], "markers": True, "color": strategy_colour(strategy)})
-    lows = [r["mean"] - r.get("std", 0) for r in rows] + [adaptation.get("zero_shot") or 1.0]
+                      "errors": [r.get("std") or 0 for r in mine], "markers": True, "color": strategy_colour(strategy)})
+    lows = [r["mean"] - (r.get("std") or 0) for r in rows] + [adaptation.get("zero_shot") or 1.0]
     y_min = float(np.floor(max(0.0, min(lows) - 0.02) * 10) / 10)
     return svg.line_chart(lines, "Few-shot adaptation: accuracy on the held-out part", "labelled images per class",
                           "accuracy", x_range=(-0.3, max(len(shots) - 0.7, 0.7)), y_range=(y_min, 1.0),
@@ -571,7 +565,7 @@ def _adaptation_section(adaptation: dict) -> str:
     import pandas as pd
 
     rows = pd.DataFrame([{"strategy": r["strategy"], "labelled per class": int(r["shots"]), "mean": r["mean"],
-                          "std": r.get("std", 0.0), "seeds": int(r.get("n", 1)), "MNIST after": r.get("mnist_mean")}
+                          "std": r.get("std"), "seeds": int(r.get("n", 1)), "MNIST after": r.get("mnist_mean")}
                          for r in adaptation.get("summary", [])])
     return (f"<h2>What a few labels per class buy</h2><p>Saved few-shot result "
             f"{html.escape(str(adaptation.get('id', '')))}: "
@@ -635,7 +629,7 @@ def build_html(ev: Evaluation, images, comparison: dict[str, Evaluation] | None 
     css = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
            "td{white-space:nowrap}"
-           ".kv th{text-align:left;background:#f6f6f6}.kv td{text-align:left;white-space:normal;word-break:break-all}"
+           ".kv th{text-align:left;background:#f6f6f6}.kv td{text-align:left;white-space:normal;overflow-wrap:anywhere}"
            ".wide{max-width:100%;overflow-x:auto}.weak{background:#fdd;font-weight:bold}"
            ".verdict{background:#f3f7fb;border-left:4px solid #1f77b4;padding:.5em 1.5em}"
            ".tiles{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;font-size:12px;max-width:130px}"

@@ -14,7 +14,7 @@ from core.errors import DigitLabError
 from core.wording import pct, plural
 from core.runs import runs_with_models
 from core.storage import atomic_write_bytes
-from ui import cache, render
+from ui import cache, pickers, render
 from ui.nav import ensure_app_navigation
 from ui.pickers import SOURCES
 from ui.runs_view import job_signature
@@ -33,8 +33,10 @@ with st.expander("The four strategies", expanded=False):
         "- **fine-tune**: every layer learns at a low rate; a quarter of every batch is MNIST digits "
         "(*replay*), so the source domain is not forgotten.\n"
         "- **self-training**: fine-tune, let that model label your other scans (neither the k labelled ones nor "
-        f"the test part) where it is at least {pct(adaptation.PSEUDO_CONFIDENCE, 0)} sure, and fine-tune again "
-        "on both. Their true labels are never read: a form team has such unlabelled scans anyway.\n"
+        "the test part) wherever its confidence (top class probability) is at least "
+        f"{pct(adaptation.PSEUDO_CONFIDENCE, 0)}, then fine-tune the original model again on the labelled and "
+        "the self-labelled scans together. Their true labels are never read: a form team has such unlabelled "
+        "scans anyway.\n"
         "- **scratch**: the same architecture, freshly initialised, trained on the k images only: what the "
         "labels are worth without MNIST.\n\n"
         "Each fit runs the same number of gradient steps whatever k is, on the k images per class enlarged by "
@@ -174,13 +176,11 @@ if not results:
     st.stop()
 
 
-def label(r: dict) -> str:
-    model = "shipped model" if r["model"].endswith("reused-cnn/model.keras") else r["model"].split("/")[-2:][0]
-    return f"{SOURCES.get(r['target'], r['target'])} · {model} · {r['n_test']} test images · {r['id']}"
-
-
-chosen = st.selectbox("Result", range(len(results)), format_func=lambda i: label(results[i]), key="adapt_result")
-r = results[chosen]
+by_id = {res["id"]: res for res in results}
+# ids, not positions: a job that ends puts its result first, which would shift a position to another result
+chosen = st.selectbox("Result", list(by_id), format_func=lambda i: pickers.adaptation_label(by_id[i]),
+                      key="adapt_result")
+r = by_id.get(chosen, results[0])
 summary = pd.DataFrame(r["summary"])
 st.caption(md_escape(f"{r['provenance']}. Reframing: {r['reframing']}. Model: {r['model']}."))
 
@@ -195,14 +195,17 @@ with st.container(horizontal=True, gap="large"):
         # no arrow on a change that rounds to nothing: an up arrow on "+0.0 %" read as a gain
         st.metric(f"Best with {plural(int(best_k), 'label')} per class ({best['strategy']})", pct(best['mean']),
                   f"{pct(gain, sign=True)} vs zero-shot", delta_arrow="auto" if round(gain, 3) else "off",
-                  width="content")
-        st.metric("MNIST accuracy after it", pct(best['mnist_mean']), f"{pct(kept, sign=True)} vs before",
-                  delta_color="normal", delta_arrow="auto" if round(kept, 3) else "off", width="content")
+                  width="content", help="The strategy with the best mean at k = 10 labels per class (or the largest "
+                                        "k up to 10 in this result): a budget a team can label by hand. Every k is in "
+                                        "the charts and the table below.")
+        st.metric("MNIST accuracy after that adaptation", pct(best['mnist_mean']),
+                  f"{pct(kept, sign=True)} vs before", delta_color="normal",
+                  delta_arrow="auto" if round(kept, 3) else "off", width="content")
 
 c1, c2 = st.columns(2)
 c1.vega_lite_chart(render.learning_curve(summary, "mean", title="Accuracy on the test part",
                                          baseline=r["zero_shot"]), width="stretch", key="adapt_curve")
-c2.vega_lite_chart(render.learning_curve(summary, "mnist_mean", title="MNIST accuracy after it",
+c2.vega_lite_chart(render.learning_curve(summary, "mnist_mean", title="MNIST accuracy after adapting",
                                          baseline=r["zero_shot_mnist"], baseline_label="before", spread=None),
                    width="stretch", key="adapt_forgetting")
 st.caption("Left: accuracy on the target's fixed test part, mean over seeds with a band of ± 1 standard deviation; "
@@ -212,7 +215,8 @@ table = summary.rename(columns={"mean": "accuracy (mean)", "std": "std over seed
                                 "mnist_mean": "MNIST accuracy (mean)"})
 # Shown in points with a space before the sign, as shares are written on every page ("98.18 %"; spread "0.34"),
 # and still sorted as numbers; the CSV keeps fractions, as the JSON does.
-shown = table.assign(**{c: table[c] * 100 for c in ("accuracy (mean)", "std over seeds", "MNIST accuracy (mean)")})
+shown = table.assign(**{c: pd.to_numeric(table[c]) * 100
+                        for c in ("accuracy (mean)", "std over seeds", "MNIST accuracy (mean)")})
 st.dataframe(shown.rename(columns={"std over seeds": "± over seeds"}), hide_index=True, width="stretch",
              column_config={"accuracy (mean)": st.column_config.NumberColumn(format="%.2f %%"),
                             "± over seeds": st.column_config.NumberColumn(

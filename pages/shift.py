@@ -166,7 +166,7 @@ else:
                  "land together.")
 
 st.subheader("What labelled target digits would buy")
-adapted = shift_view.newest_adaptation(dataset.name, method)
+adapted = pickers.adaptation_result(shift_view.adaptations(dataset.name, method), key="shift_adaptation")
 if adapted is None and source == "mnist-test":
     st.caption("The target is MNIST itself, the model's own domain: there is nothing to adapt it to.")
 elif adapted is None:

@@ -13,18 +13,19 @@ from tests.conftest import ROOT
 TIMEOUT = 120
 
 
-def saved_result():
-    r = AdaptationResult(target="sklearn-digits", provenance="scikit-learn digits", model="models/reused-cnn/model.keras",
-                         reframing="paper", n_test=899, n_pool=898, zero_shot=0.941, zero_shot_mnist=0.984)
+def saved_result(name="a1", zero_shot=0.941):
+    r = AdaptationResult(target="sklearn-digits", provenance="scikit-learn digits",
+                         model="models/reused-cnn/model.keras", reframing="paper", n_test=899, n_pool=898,
+                         zero_shot=zero_shot, zero_shot_mnist=0.984)
     for strategy, accs in {"last-layer": (0.95, 0.97), "fine-tune": (0.96, 0.985), "self-training": (0.96, 0.98),
                            "scratch": (0.4, 0.85)}.items():
         for k, acc in zip((1, 10), accs):
             for seed in range(2):
                 r.results.append({"strategy": strategy, "shots": k, "seed": seed, "accuracy": acc + seed * 0.002,
                                   "mnist_accuracy": 0.98, "seconds": 1.0})
-    folder = adaptation.results_dir() / "a1"
+    folder = adaptation.results_dir() / name
     folder.mkdir(parents=True)
-    adaptation.save_result(r, folder)
+    return adaptation.save_result(r, folder)
 
 
 def test_the_page_queues_an_adaptation_job(monkeypatch):
@@ -55,6 +56,23 @@ def test_a_model_to_keep_must_be_among_the_chosen_strategies_and_k(monkeypatch):
     at.multiselect(key="adapt_keep").set_value(["last-layer:5"])
     at.button[0].click().run()
     assert not at.error and [j.config["keep"] for j in jobs.list_jobs()] == [[["last-layer", 5]]]
+
+
+def test_the_chosen_result_stays_chosen_when_a_newer_one_is_saved():
+    """The box holds a result's id: a job that ends meanwhile comes first in the list, and a position would then
+    point at it while the box still named the other."""
+    import os
+
+    older = saved_result("a1", 0.941)
+    os.utime(older, (1e9, 1e9))
+    at = AppTest.from_file("../pages/adapt.py", default_timeout=TIMEOUT).run()
+    assert at.selectbox(key="adapt_result").value == "a1"
+    saved_result("a2", 0.9)  # newer: listed first
+    at.run()
+    assert not at.exception and at.selectbox(key="adapt_result").value == "a1"
+    assert at.selectbox(key="adapt_result").options[0].endswith("a2")  # newest first, labelled with k and seeds
+    assert "k 1-10 · 2 seeds · a2" in at.selectbox(key="adapt_result").options[0]
+    assert {m.label: m.value for m in at.metric}["Zero-shot accuracy (test part)"] == "94.1 %"  # a1's, not a2's
 
 
 def test_the_page_shows_a_saved_learning_curve():

@@ -115,6 +115,39 @@ def test_an_adaptation_job_runs_in_the_queue_and_its_result_is_kept(quick):
     assert saved and saved[0]["results"][0]["strategy"] == "last-layer"
 
 
+@pytest.mark.parametrize("seeds, std", [(1, None), (2, pytest.approx(0.0141, abs=1e-4))])
+def test_one_seed_measures_no_spread(seeds, std):
+    r = adaptation.AdaptationResult("t", "p", "m", "paper", 10, 10, 0.9, 0.98)
+    r.results = [{"strategy": "fine-tune", "shots": 1, "seed": s, "accuracy": 0.9 + 0.02 * s, "mnist_accuracy": 0.98,
+                  "seconds": 1.0} for s in range(seeds)]
+    assert r.summary()[0]["std"] == std and json.loads(json.dumps(r.as_dict()))["summary"][0]["std"] == std
+
+
+def saved(id_, model="models/reused-cnn/model.keras", n=3, reframing="paper"):
+    return {"id": id_, "model": model, "reframing": reframing,
+            "summary": [{"strategy": "fine-tune", "shots": 10, "mean": 0.98, "std": 0.01, "n": n}]}
+
+
+@pytest.mark.parametrize("results, model, method, order", [
+    # newest first as load_results gives them: a quick 1-seed run does not displace a full curve
+    ([saved("quick", n=1), saved("full")], "models/reused-cnn/model.keras", "paper", ["full", "quick"]),
+    ([saved("mnist", reframing="mnist"), saved("paper")], "models/reused-cnn/model.keras", "paper",
+     ["paper", "mnist"]),
+    ([saved("new"), saved("old")], "models/reused-cnn/model.keras", None, ["new", "old"]),
+    ([saved("other", model="/runs/x/model.keras"), saved("mine")], "models/reused-cnn/model.keras", "paper",
+     ["mine"]),  # another model's result says nothing about this one
+    ([saved("other", model="/runs/x/model.keras"), saved("mine")], None, "paper", ["other", "mine"]),
+    ([{"id": "empty", "model": "models/reused-cnn/model.keras", "summary": []}], None, None, []),
+])
+def test_results_to_cite_rank_full_curves_of_this_model_first(results, model, method, order):
+    from core.config import ROOT
+
+    for r in results:  # the paths as saved: absolute
+        r["model"] = str(ROOT / r["model"]) if not r["model"].startswith("/") else r["model"]
+    model = None if model is None else ROOT / model
+    assert [r["id"] for r in adaptation.results_to_cite(results, model, method)] == order
+
+
 @pytest.mark.parametrize("confidence, kept", [(0.0, 5), (0.7, 3), (0.95, 1), (1.01, 0)])
 def test_pseudo_labels_keep_what_the_model_is_sure_of(monkeypatch, confidence, kept):
     proba = np.array([[0.97, 0.03], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5], [0.1, 0.9]])

@@ -191,6 +191,17 @@ def test_adaptation_of_another_model_is_not_claimed(tmp_path):
                {"model": str(reused_model_path()), "summary": [{"shots": 1}], "reframing": "mnist", "id": "b"}]
     assert report.pick_adaptation(results, reused_model_path(), "paper")["id"] == "b"
     assert report.pick_adaptation(results[:1], reused_model_path(), "paper") is None
+    assert report.pick_adaptation(results, reused_model_path(), "paper", result_id="b")["id"] == "b"
+    assert report.pick_adaptation(results, reused_model_path(), "paper", result_id="nope") is None
+
+
+def test_report_cli_refuses_an_unknown_adaptation_before_evaluating(capsys, tmp_path):
+    from core import cli
+
+    assert cli.main(["report", "--target", "sklearn-digits", "--adaptation", "nope", "--out",
+                     str(tmp_path / "r.html")]) == 2
+    assert "--adaptation nope is not a saved few-shot result" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_evaluation_as_dict_has_coverage_automation_and_interval():

@@ -257,6 +257,21 @@ def test_per_digit_methods_and_html_views():
     assert "Download the whole report (HTML, opens offline)" in [b.proto.label for b in at.get("download_button")]
     verdict = " ".join(m.value for m in at.markdown)
     assert "The model reads" in verdict and "Weakest digit" in verdict
+    assert "No few-shot adaptation has been measured" in verdict and "report_adaptation" not in [b.key for b in at.selectbox]
+
+
+def test_the_html_view_cites_the_chosen_adaptation():
+    import os
+
+    from tests.test_shift import saved_adaptation
+
+    os.utime(saved_adaptation(name="full"), (1e9, 1e9))
+    saved_adaptation(name="quick", seeds=1)
+    at = report_page(view="HTML")
+    assert not at.exception and at.selectbox(key="report_adaptation").value == "full"  # 3 seeds before 1
+    assert "(± 1.0 points over 3 seeds)" in " ".join(m.value for m in at.markdown)
+    at.selectbox(key="report_adaptation").set_value("quick").run()
+    assert not at.exception and "(1 seed: no spread measured)" in " ".join(m.value for m in at.markdown)
 
 
 def test_rates_table_puts_each_interval_beside_its_value_and_marks_the_weakest():

@@ -1,6 +1,7 @@
 """core.shift: image properties with known answers, distances, explanations that follow the numbers, the model's
 penultimate features, the Domain shift page and `python -m core shift --json`."""
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -317,18 +318,20 @@ def test_penultimate_features_have_the_width_of_the_last_dense_input():
     assert shift.embed_2d(feats, "tsne").shape == (40, 2)
 
 
-def saved_adaptation(target="sklearn-digits"):
+def saved_adaptation(target="sklearn-digits", name="adapt-1", seeds=3):
     """A result.json as core.adaptation's background job writes it (only the fields the page reads)."""
     from core.adaptation import results_dir
 
-    summary = [{"strategy": s, "shots": k, "mean": m, "std": 0.01, "n": 3, "mnist_mean": 0.97}
+    summary = [{"strategy": s, "shots": k, "mean": m, "std": 0.01 if seeds > 1 else None, "n": seeds,
+                "mnist_mean": 0.97}
                for s, k, m in (("last-layer", 1, 0.95), ("last-layer", 50, 0.985), ("fine-tune", 1, 0.955),
                                ("fine-tune", 50, 0.99), ("scratch", 1, 0.3), ("scratch", 50, 0.9))]
-    folder = results_dir() / "adapt-1"
+    folder = results_dir() / name
     folder.mkdir(parents=True)
     (folder / "result.json").write_text(json.dumps({
         "target": target, "model": "models/reused-cnn/model.keras", "reframing": "paper", "n_test": 899,
         "n_pool": 898, "zero_shot": 0.94, "zero_shot_mnist": 0.98, "results": [], "summary": summary}))
+    return folder / "result.json"
 
 
 def test_shift_page_renders_on_sklearn_digits(small_source):
@@ -352,6 +355,23 @@ def test_shift_page_renders_on_sklearn_digits(small_source):
     at.radio(key="method").set_value("naive").run()
     assert not at.exception
     assert "closes none of the measured gaps" in " ".join(m.value for m in at.markdown)
+
+
+def test_a_quick_one_seed_adaptation_does_not_replace_the_full_curve(small_source):
+    """The page cites the newest result with >= 3 seeds; a newer 1-seed run can be chosen, and says it measured
+    no spread (it was shown as '± 0.0 %')."""
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    full = Path(saved_adaptation(name="full"))
+    os.utime(full, (1e9, 1e9))
+    saved_adaptation(name="quick", seeds=1)
+    at = AppTest.from_file("../pages/shift.py", default_timeout=TIMEOUT).run()
+    assert not at.exception and at.selectbox(key="shift_adaptation").value == "full"
+    assert "(± 1.0 points over 3 seeds)" in " ".join(m.value for m in at.markdown)
+    at.selectbox(key="shift_adaptation").set_value("quick").run()
+    assert not at.exception and "(1 seed: no spread measured)" in " ".join(m.value for m in at.markdown)
 
 
 def test_cli_shift_json(small_source, capsys):

@@ -1,7 +1,7 @@
 """core.wording: counts written for people."""
 import pytest
 
-from core.wording import pct, plural
+from core.wording import pct, plural, spread
 
 
 @pytest.mark.parametrize("n, word, many, expected", [
@@ -18,3 +18,12 @@ def test_plural(n, word, many, expected):
 ])
 def test_pct(x, digits, sign, expected):
     assert pct(x, digits, sign) == expected
+
+
+@pytest.mark.parametrize("std, n, expected", [
+    (0.0034, 3, "± 0.3 points over 3 seeds"), (0.0, 2, "± 0.0 points over 2 seeds"),
+    (None, 1, "1 seed: no spread measured"), (0.0, 1, "1 seed: no spread measured"),
+    (float("nan"), 1, "1 seed: no spread measured"),
+])
+def test_spread_is_not_claimed_from_one_seed(std, n, expected):
+    assert spread(std, n) == expected

@@ -57,6 +57,38 @@ def uploaded_model(data: bytes, name: str, home: str) -> str:
     return str(save_uploaded_model(data, name, warmup.predictor))
 
 
+def adaptation_label(result: dict) -> str:
+    """A saved few-shot result in a few words: data set · model · k measured · seeds · id."""
+    from core.adaptation import result_seeds
+    from core.wording import plural
+
+    model = Path(str(result.get("model", "")))
+    if model.parts[-2:] == ("reused-cnn", "model.keras"):
+        name = "shipped model"
+    else:  # a run's folder names it; an uploaded file its own name
+        name = model.parent.name if model.name == "model.keras" else model.name
+    shots = sorted({int(r["shots"]) for r in result.get("summary") or []})
+    k = "" if not shots else f"k {shots[0]}" if len(shots) == 1 else f"k {shots[0]}-{shots[-1]}"
+    return " · ".join(x for x in (SOURCES.get(result.get("target"), result.get("target", "")), name, k,
+                                  plural(result_seeds(result), "seed"), result.get("id", "")) if x)
+
+
+def adaptation_result(results: list[dict], key: str) -> dict | None:
+    """A box to choose among saved few-shot results when there are several (`results` ranked, the first is the
+    default: core.adaptation.results_to_cite); the chosen one, or the only one, or None."""
+    from core.adaptation import MIN_SEEDS
+
+    if len(results) <= 1:
+        return results[0] if results else None
+    by_id = {r["id"]: r for r in results}
+    # ids, not positions: a result saved meanwhile comes first and would shift a position to another result
+    chosen = st.selectbox("Few-shot result", list(by_id), format_func=lambda i: adaptation_label(by_id[i]),
+                          key=key, help="Saved adaptations for this data set, the one cited by default first: the "
+                                        f"newest with at least {MIN_SEEDS} seeds per point, the page's reframing "
+                                        "first.")
+    return by_id.get(chosen, results[0])
+
+
 def model_label(choice: str, runs: list[dict]) -> str:
     if choice == SHIPPED:
         return "Shipped MNIST convnet (reused-cnn)"  # short: the box is about 250 px wide at 1024 px

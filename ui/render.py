@@ -136,13 +136,17 @@ def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, b
     for r in summary.to_dict("records"):
         row = {"strategy": r["strategy"], "shots": int(r["shots"]), "value": float(r[column])}
         if spread:
-            row.update(low=max(0.0, row["value"] - float(r[spread])), high=min(1.0, row["value"] + float(r[spread])),
-                       band=r["strategy"])
+            sd = r[spread]
+            sd = 0.0 if sd is None or sd != sd else float(sd)  # one seed (None, NaN in a frame): no spread, no band
+            row.update(low=max(0.0, row["value"] - sd), high=min(1.0, row["value"] + sd), band=r["strategy"])
         rows.append(row)
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     shots = sorted({r["shots"] for r in rows})
+    # The k measured and a little room each side: a log scale rounded to powers of ten squeezed k = 5, 10 into
+    # the right quarter (its axis began at 1), and put the k = 50 point under the baseline's label.
     x = {"field": "shots", "type": "quantitative", "title": "labels per class (k, log scale)",
-         "scale": {"type": "log"}, "axis": {"values": shots, "format": "d"}}
+         "scale": {"type": "log", "domain": [shots[0] / 1.3, shots[-1] * 1.3], "nice": False},
+         "axis": {"values": shots, "format": "d"}}
     # ".1~%": 98.4% on a narrow range (forgetting), 40% on a wide one
     y = {"type": "quantitative", "title": "accuracy", "axis": {"format": ".1~%"}, "scale": {"zero": False}}
     # the legend under the plot in two columns: in half a 1024-px page a row of three names was cut

@@ -25,6 +25,7 @@ from core.evaluation import BLANK, Evaluation
 from core.images import EXTENSIONS, decode_image, thumbnail
 from core.reframing import METHODS, reframe
 from core.wording import pct, plural
+from ui import pickers
 from ui.safe import guarded, md_escape, show_error
 
 #: Built-in data sets whose content never changes: their name is their identity (no hashing every rerun).
@@ -65,11 +66,11 @@ def analysis(token: str, _ev: Evaluation, target_accuracy: float) -> dict:
 
 
 @st.cache_data(show_spinner=False, ttl=30, max_entries=16)
-def adaptation_for(target: str, model_path: str, method: str, home: str) -> dict | None:
-    """The newest saved few-shot result for this data set and model (core.adaptation), or None."""
-    from core.adaptation import load_results
+def adaptations_for(target: str, model_path: str, method: str, home: str) -> list[dict]:
+    """The saved few-shot results for this data set and model, the one to cite first (core.adaptation)."""
+    from core.adaptation import load_results, results_to_cite
 
-    return report.pick_adaptation(load_results(target), model_path, method)
+    return results_to_cite(load_results(target), model_path, method)
 
 
 @st.cache_data(show_spinner="Reading 300 numbers...", max_entries=8)
@@ -683,7 +684,8 @@ def numbers_view(ctx: Context) -> None:
 @st.fragment
 @guarded
 def html_view(ctx: Context, target_accuracy: float) -> None:
-    adaptation = adaptation_for(ctx.dataset.name, str(ctx.model_path), ctx.method, home())
+    adaptation = pickers.adaptation_result(adaptations_for(ctx.dataset.name, str(ctx.model_path), ctx.method,
+                                                           home()), key="report_adaptation")
     st.markdown("**Verdict** (written from the measured numbers; it opens the HTML report)")
     lines = report.verdict(ctx.summary, adaptation, ctx.dataset.name, ctx.model_path)
     st.markdown("\n".join(f"- {md_escape(v)}" for v in lines))

@@ -162,17 +162,12 @@ def feature_scatter(table: pd.DataFrame, xy: np.ndarray, colour_by: str, title: 
     }
 
 
-def newest_adaptation(target_name: str, method: str) -> dict | None:
-    """The newest saved few-shot adaptation result for this target, preferring the page's reframing method;
-    None when there is none (or no core.adaptation in this build)."""
-    try:
-        from core.adaptation import load_results
-    except ImportError:
-        return None
-    results = [r for r in load_results(target_name) if isinstance(r.get("summary"), list) and r["summary"]]
-    if not results:
-        return None
-    return next((r for r in results if r.get("reframing") == method), results[0])
+def adaptations(target_name: str, method: str) -> list[dict]:
+    """The saved few-shot results for this target, of any model, the one to show first
+    (core.adaptation.results_to_cite: the newest with enough seeds, the page's reframing method first)."""
+    from core.adaptation import load_results, results_to_cite
+
+    return results_to_cite(load_results(target_name), None, method)
 
 
 def adaptation_summary(result: dict) -> pd.DataFrame:
@@ -186,8 +181,9 @@ def adaptation_sentence(result: dict) -> str:
     s = pd.DataFrame(result["summary"])
     k = int(s["shots"].max())
     best = s[s["shots"] == k].sort_values("mean", ascending=False).iloc[0]
-    from core.wording import pct, plural
+    from core.wording import pct, plural, spread
 
+    std = None if pd.isna(best["std"]) else float(best["std"])
     return (f"With {plural(k, 'labelled target digit')} per class, {best['strategy']} reaches {pct(best['mean'])} "
-            f"(± {pct(best['std'])} over {plural(int(best['n']), 'seed')}) on the fixed test part, against "
+            f"({spread(std, int(best['n']))}) on the fixed test part, against "
             f"{pct(result['zero_shot'])} zero-shot; MNIST accuracy after it: {pct(best['mnist_mean'])}.")
