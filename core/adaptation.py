@@ -67,8 +67,8 @@ SETTINGS["self-training"] = SETTINGS["fine-tune"]
 PSEUDO_CONFIDENCE = 0.9
 #: Elastically distorted copies of each labelled target image (Simard et al. 2003), as in the reused model.
 ELASTIC_COPIES = 4
-#: The fewest seeds per (strategy, k) a learning curve is cited with (the issue's minimum): a quicker run is kept
-#: and shown on the Adapt page, but the report and the Domain shift page cite a full one first.
+#: The fewest seeds per (strategy, k) of a learning curve the report and the Domain shift page cite first (the
+#: issue's minimum): a quicker run is kept, shown on the Adapt page, and cited only when no full one is saved.
 MIN_SEEDS = 3
 #: MNIST digits used to measure forgetting (a stratified sample of the official test set when present).
 MNIST_CHECK_SIZE = 2000
@@ -283,7 +283,7 @@ def adapt(dataset: Dataset, model_path: str | Path | None = None, shots=DEFAULT_
     `shots` larger than the smallest class of the pool are skipped and listed; `progress(done, total, what)`
     is called after every fit; `keep` lists (strategy, shots) whose seed-0 model is saved as a run.
     """
-    from core.models import Predictor, load_model, reused_model_path, to_model_input
+    from core.models import Predictor, load_model, resolve_model_path, to_model_input
     from core.reframing import METHODS, reframe_batch
     from core.training import elastic_copies
 
@@ -300,7 +300,8 @@ def adapt(dataset: Dataset, model_path: str | Path | None = None, shots=DEFAULT_
 
         config.require_writable("keeping adapted models as runs")
     t0 = time.perf_counter()
-    model_path = Path(model_path or reused_model_path())
+    # The file, absolute: what the report and the pages compare with the model under test, from any folder
+    model_path = resolve_model_path(model_path).resolve()
     base = load_model(model_path)
     X, blank = reframe_batch(dataset.images, method)
     x_all, y_all = to_model_input(X), np.asarray(dataset.labels)
@@ -412,11 +413,15 @@ def results_to_cite(results: list[dict], model_path: str | Path | None = None, m
     """Saved results (load_results, newest first) with a learning curve, measured on the model at model_path (any
     model when None), the one to cite first: curves of >= MIN_SEEDS seeds before quicker ones, then those of
     the same reframing method, then the newest. A result for another model says nothing about this one."""
-    want = Path(model_path).resolve() if model_path is not None else None
+    def file_of(path) -> Path:  # a run folder stands for its model.keras (results saved before it was resolved)
+        p = Path(str(path)).expanduser().resolve()
+        return p / "model.keras" if p.is_dir() else p
+
+    want = file_of(model_path) if model_path is not None else None
 
     def same_model(r: dict) -> bool:
         try:
-            return want is None or Path(str(r.get("model", ""))).resolve() == want
+            return want is None or file_of(r.get("model", "")) == want
         except (OSError, ValueError):
             return False
 
@@ -427,7 +432,8 @@ def results_to_cite(results: list[dict], model_path: str | Path | None = None, m
 
 
 def load_results(target: str | None = None) -> list[dict]:
-    """Saved adaptation results, newest first (optionally for one target); damaged files are passed over."""
+    """Saved adaptation results, newest first (optionally for one target); damaged files are passed over. A point
+    of one seed has std None (older versions wrote 0.0: one seed measures no spread)."""
     import json
 
     folder = results_dir()
@@ -440,5 +446,8 @@ def load_results(target: str | None = None) -> list[dict]:
             continue
         if isinstance(data, dict) and (target is None or data.get("target") == target):
             data["id"] = p.parent.name
+            for row in data.get("summary") or []:
+                if isinstance(row, dict) and int(row.get("n") or 1) < 2:
+                    row["std"] = None
             found.append(data)
     return found

@@ -13,6 +13,7 @@ from core.datasets import TRAINING_SETS
 from core.errors import DigitLabError
 from core.models import ARCHITECTURES
 from core.reframing import DEFAULT_METHOD, METHODS
+from core.wording import spread
 
 
 def _print(data, as_json: bool, text: str) -> None:
@@ -169,7 +170,8 @@ def cmd_report(args) -> int:
             "verdict": report.verdict(summary, adaptation, dataset.name, model_path),
             "numbers": None if numbers_result is None else numbers_result["accuracy"],
             "adaptation": None if adaptation is None else adaptation.get("id")}
-    _print(data, args.json, str(out_path))
+    cited = f"cites few-shot result {adaptation['id']}" if adaptation else "no few-shot result saved for this model"
+    _print(data, args.json, f"{out_path} ({cited})")
     return 0
 
 
@@ -355,17 +357,17 @@ def cmd_adapt(args) -> int:
     result = adaptation.adapt(dataset, args.model, shots, strategies, args.seeds, args.test_fraction,
                               args.reframing, progress=report, keep=keep)
     out = result.as_dict()
-    # Kept as a job's result is: the Adapt, Domain shift and Report pages and `report` show the newest one.
+    # Kept as a job's result is: the Adapt, Domain shift and Report pages and `report` can cite it
+    # (core.adaptation.results_to_cite chooses which by default).
     if args.no_save or config.read_only():
         saved = "not saved (--no-save)" if args.no_save else "not saved: DIGITLAB_READ_ONLY is set"
     else:
         out["saved"] = str(adaptation.save_result(result, adaptation.new_result_dir()))
-        saved = f"saved as {out['saved']}: the Adapt, Domain shift and Report pages and `report` show it"
+        saved = f"saved as {out['saved']}: the Adapt, Domain shift and Report pages and `report` can cite it"
     lines = [f"{result.target}: zero-shot {result.zero_shot:.2%} on {result.n_test} test images "
              f"(MNIST {result.zero_shot_mnist:.2%}); {result.n_pool} images to draw labels from"]
-    lines += [f"{r['strategy']:<13} k={r['shots']:<3} {r['mean']:.2%} "
-              + (f"+- {r['std']:.2%} over {r['n']} seeds; " if r["std"] is not None else "(1 seed, no spread); ")
-              + f"MNIST after: {r['mnist_mean']:.2%}" for r in out["summary"]]
+    lines += [f"{r['strategy']:<13} k={r['shots']:<3} {r['mean']:.2%} ({spread(r['std'], r['n'])}); "
+              f"MNIST after: {r['mnist_mean']:.2%}" for r in out["summary"]]
     if result.skipped_shots:
         lines.append(f"skipped k={result.skipped_shots}: the smallest class has too few images")
     lines += [f"kept {k['strategy']} k={k['shots']} as run {k['run_id']}" for k in result.kept]
@@ -582,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=_int_list, help="labelled images per class, e.g. 1,5,10 "
                                                    "(default 1,2,5,10,20,50 where the set allows)")
     p.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated: {', '.join(STRATEGIES)}")
-    p.add_argument("--seeds", type=int, default=3, help="repetitions of each (strategy, k)")
+    p.add_argument("--seeds", type=int, default=MIN_SEEDS,
+                   help=f"repetitions of each (strategy, k); `report` and the pages cite >= {MIN_SEEDS} first")
     p.add_argument("--test-fraction", type=float, default=0.5, help="share of the target set kept for testing")
     p.add_argument("--reframing", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--keep", action="append", metavar="STRATEGY:SHOTS",

@@ -166,7 +166,8 @@ else:
                  "land together.")
 
 st.subheader("What labelled target digits would buy")
-adapted = pickers.adaptation_result(shift_view.adaptations(dataset.name, method), key="shift_adaptation")
+adapted = pickers.adaptation_result(shift_view.adaptations(dataset.name, method), key="shift_adaptation",
+                                    scope="this data set (the shipped model's first)")
 if adapted is None and source == "mnist-test":
     st.caption("The target is MNIST itself, the model's own domain: there is nothing to adapt it to.")
 elif adapted is None:

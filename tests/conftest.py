@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import time
@@ -26,6 +27,24 @@ def offline_keras(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("DIGITLAB_MNIST_TEST_DIR", str(tmp_path / "no-mnist"))
     return tmp_path / "keras"  # the Keras cache folder (not created), for tests that fill it
+
+
+def saved_adaptation(target="sklearn-digits", name="adapt-1", seeds=3, model=None) -> Path:
+    """A result.json as core.adaptation's background job writes it (only the fields the pages read), for the
+    shipped model unless `model` names another; its path."""
+    from core.adaptation import results_dir
+
+    summary = [{"strategy": s, "shots": k, "mean": m, "std": 0.01 if seeds > 1 else None, "n": seeds,
+                "mnist_mean": 0.97}
+               for s, k, m in (("last-layer", 1, 0.95), ("last-layer", 50, 0.985), ("fine-tune", 1, 0.955),
+                               ("fine-tune", 50, 0.99), ("scratch", 1, 0.3), ("scratch", 50, 0.9))]
+    folder = results_dir() / name
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({
+        "target": target, "model": str(model or ROOT / "models" / "reused-cnn" / "model.keras"),
+        "reframing": "paper", "n_test": 899, "n_pool": 898, "zero_shot": 0.94, "zero_shot_mnist": 0.98,
+        "results": [], "summary": summary}))
+    return folder / "result.json"
 
 
 def tiny(epochs=1, **kw):

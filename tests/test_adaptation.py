@@ -148,6 +148,36 @@ def test_results_to_cite_rank_full_curves_of_this_model_first(results, model, me
     assert [r["id"] for r in adaptation.results_to_cite(results, model, method)] == order
 
 
+def test_a_result_saved_with_a_run_folder_or_a_relative_path_is_this_model_s(tmp_path, monkeypatch):
+    """The Adapt page passed a run's folder; the report compares the model file: a result must match either way,
+    and be saved with the file's absolute path whatever folder the command ran in."""
+    run = tmp_path / "runs" / "cnn-x"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"")
+    folder_saved = {"id": "a", "model": str(run), "summary": [{"shots": 1, "n": 3}]}
+    assert adaptation.results_to_cite([folder_saved], run / "model.keras") == [folder_saved]
+    assert adaptation.results_to_cite([folder_saved], run) == [folder_saved]
+    monkeypatch.chdir(tmp_path)
+    assert adaptation.results_to_cite([folder_saved], "runs/cnn-x/model.keras") == [folder_saved]
+
+
+def test_adapt_saves_the_model_file_s_absolute_path(quick, monkeypatch, tmp_path):
+    from core.config import ROOT
+
+    monkeypatch.chdir(ROOT / "models")
+    r = adaptation.adapt(small_target(), "reused-cnn", shots=[1], seeds=1, strategies=["last-layer"])
+    assert r.model == str(ROOT / "models" / "reused-cnn" / "model.keras")
+
+
+def test_an_older_one_seed_result_reads_as_no_spread():
+    folder = adaptation.results_dir() / "old"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"target": "t", "summary": [
+        {"strategy": "fine-tune", "shots": 1, "mean": 0.9, "std": 0.0, "n": 1},
+        {"strategy": "fine-tune", "shots": 2, "mean": 0.9, "std": 0.01, "n": 3}]}))
+    assert [r["std"] for r in adaptation.load_results()[0]["summary"]] == [None, 0.01]
+
+
 @pytest.mark.parametrize("confidence, kept", [(0.0, 5), (0.7, 3), (0.95, 1), (1.01, 0)])
 def test_pseudo_labels_keep_what_the_model_is_sure_of(monkeypatch, confidence, kept):
     proba = np.array([[0.97, 0.03], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5], [0.1, 0.9]])

@@ -18,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.reframing import METHODS
-from tests.conftest import ROOT, canvas, headline
+from tests.conftest import ROOT, canvas, headline, saved_adaptation
 
 TIMEOUT = 120
 PAGE = "../pages/report.py"
@@ -263,8 +263,6 @@ def test_per_digit_methods_and_html_views():
 
 def test_the_html_view_cites_the_chosen_adaptation():
     import os
-
-    from tests.test_shift import saved_adaptation
 
     os.utime(saved_adaptation(name="full"), (1e9, 1e9))
     saved_adaptation(name="quick", seeds=1)

@@ -10,6 +10,7 @@ import pytest
 
 from core import shift
 from core.datasets import Dataset
+from tests.conftest import saved_adaptation
 
 TIMEOUT = 180
 
@@ -318,22 +319,6 @@ def test_penultimate_features_have_the_width_of_the_last_dense_input():
     assert shift.embed_2d(feats, "tsne").shape == (40, 2)
 
 
-def saved_adaptation(target="sklearn-digits", name="adapt-1", seeds=3):
-    """A result.json as core.adaptation's background job writes it (only the fields the page reads)."""
-    from core.adaptation import results_dir
-
-    summary = [{"strategy": s, "shots": k, "mean": m, "std": 0.01 if seeds > 1 else None, "n": seeds,
-                "mnist_mean": 0.97}
-               for s, k, m in (("last-layer", 1, 0.95), ("last-layer", 50, 0.985), ("fine-tune", 1, 0.955),
-                               ("fine-tune", 50, 0.99), ("scratch", 1, 0.3), ("scratch", 50, 0.9))]
-    folder = results_dir() / name
-    folder.mkdir(parents=True)
-    (folder / "result.json").write_text(json.dumps({
-        "target": target, "model": "models/reused-cnn/model.keras", "reframing": "paper", "n_test": 899,
-        "n_pool": 898, "zero_shot": 0.94, "zero_shot_mnist": 0.98, "results": [], "summary": summary}))
-    return folder / "result.json"
-
-
 def test_shift_page_renders_on_sklearn_digits(small_source):
     from streamlit.testing.v1 import AppTest
 
@@ -367,8 +352,10 @@ def test_a_quick_one_seed_adaptation_does_not_replace_the_full_curve(small_sourc
     full = Path(saved_adaptation(name="full"))
     os.utime(full, (1e9, 1e9))
     saved_adaptation(name="quick", seeds=1)
+    saved_adaptation(name="other-model", model="/somewhere/runs/cnn-x/model.keras")  # newest, full, not measured here
     at = AppTest.from_file("../pages/shift.py", default_timeout=TIMEOUT).run()
     assert not at.exception and at.selectbox(key="shift_adaptation").value == "full"
+    assert at.selectbox(key="shift_adaptation").options[-1].endswith("cnn-x · k 1-50 · 3 seeds · other-model")
     assert "(± 1.0 points over 3 seeds)" in " ".join(m.value for m in at.markdown)
     at.selectbox(key="shift_adaptation").set_value("quick").run()
     assert not at.exception and "(1 seed: no spread measured)" in " ".join(m.value for m in at.markdown)

@@ -73,9 +73,10 @@ def adaptation_label(result: dict) -> str:
                                   plural(result_seeds(result), "seed"), result.get("id", "")) if x)
 
 
-def adaptation_result(results: list[dict], key: str) -> dict | None:
+def adaptation_result(results: list[dict], key: str, scope: str = "this data set") -> dict | None:
     """A box to choose among saved few-shot results when there are several (`results` ranked, the first is the
-    default: core.adaptation.results_to_cite); the chosen one, or the only one, or None."""
+    default: core.adaptation.results_to_cite; `scope` says which were listed); the chosen one, the only one, or
+    None."""
     from core.adaptation import MIN_SEEDS
 
     if len(results) <= 1:
@@ -83,7 +84,7 @@ def adaptation_result(results: list[dict], key: str) -> dict | None:
     by_id = {r["id"]: r for r in results}
     # ids, not positions: a result saved meanwhile comes first and would shift a position to another result
     chosen = st.selectbox("Few-shot result", list(by_id), format_func=lambda i: adaptation_label(by_id[i]),
-                          key=key, help="Saved adaptations for this data set, the one cited by default first: the "
+                          key=key, help=f"Saved adaptations of {scope}, the one cited by default first: the "
                                         f"newest with at least {MIN_SEEDS} seeds per point, the page's reframing "
                                         "first.")
     return by_id.get(chosen, results[0])

@@ -145,7 +145,7 @@ def learning_curve(summary: pd.DataFrame, column: str = "mean", *, title: str, b
     # The k measured and a little room each side: a log scale rounded to powers of ten squeezed k = 5, 10 into
     # the right quarter (its axis began at 1), and put the k = 50 point under the baseline's label.
     x = {"field": "shots", "type": "quantitative", "title": "labels per class (k, log scale)",
-         "scale": {"type": "log", "domain": [shots[0] / 1.3, shots[-1] * 1.3], "nice": False},
+         "scale": {"type": "log", **({"domain": [shots[0] / 1.3, shots[-1] * 1.3], "nice": False} if shots else {})},
          "axis": {"values": shots, "format": "d"}}
     # ".1~%": 98.4% on a narrow range (forgetting), 40% on a wide one
     y = {"type": "quantitative", "title": "accuracy", "axis": {"format": ".1~%"}, "scale": {"zero": False}}

@@ -685,7 +685,8 @@ def numbers_view(ctx: Context) -> None:
 @guarded
 def html_view(ctx: Context, target_accuracy: float) -> None:
     adaptation = pickers.adaptation_result(adaptations_for(ctx.dataset.name, str(ctx.model_path), ctx.method,
-                                                           home()), key="report_adaptation")
+                                                           home()), key="report_adaptation",
+                                           scope="this data set with this model")
     st.markdown("**Verdict** (written from the measured numbers; it opens the HTML report)")
     lines = report.verdict(ctx.summary, adaptation, ctx.dataset.name, ctx.model_path)
     st.markdown("\n".join(f"- {md_escape(v)}" for v in lines))
@@ -709,4 +710,5 @@ def html_view(ctx: Context, target_accuracy: float) -> None:
     st.download_button("Download the whole report (HTML, opens offline)", build,
                        f"report-{ev.target}-{ctx.method}.html", "text/html", key="dl_html", type="primary",
                        on_click="ignore", icon=":material/download:")
-    st.caption("Or from a terminal: `python -m core report --target TARGET [--model M] --out report.html`.")
+    st.caption("Or from a terminal: `python -m core report --target TARGET [--model M] [--adaptation ID] "
+               "--out report.html`.")

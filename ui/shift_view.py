@@ -163,11 +163,15 @@ def feature_scatter(table: pd.DataFrame, xy: np.ndarray, colour_by: str, title: 
 
 
 def adaptations(target_name: str, method: str) -> list[dict]:
-    """The saved few-shot results for this target, of any model, the one to show first
-    (core.adaptation.results_to_cite: the newest with enough seeds, the page's reframing method first)."""
+    """The saved few-shot results for this target, the one to show first: the shipped model's (the page measures
+    it), then other models' (core.adaptation.results_to_cite: the newest with enough seeds, the page's reframing
+    method first)."""
     from core.adaptation import load_results, results_to_cite
+    from core.models import reused_model_path
 
-    return results_to_cite(load_results(target_name), None, method)
+    saved = load_results(target_name)
+    shipped = results_to_cite(saved, reused_model_path(), method)
+    return shipped + [r for r in results_to_cite(saved, None, method) if r not in shipped]
 
 
 def adaptation_summary(result: dict) -> pd.DataFrame:
