@@ -564,8 +564,10 @@ def _methods_section(comparison: dict[str, Evaluation]) -> str:
 def _adaptation_section(adaptation: dict) -> str:
     import pandas as pd
 
+    # the spread in points, as the verdict writes it; blank for one seed, which measures none
     rows = pd.DataFrame([{"strategy": r["strategy"], "labelled per class": int(r["shots"]), "mean": r["mean"],
-                          "std": r.get("std"), "seeds": int(r.get("n", 1)), "MNIST after": r.get("mnist_mean")}
+                          "± points": "" if r.get("std") is None else f"{100 * r['std']:.1f}",
+                          "seeds": int(r.get("n", 1)), "MNIST after": r.get("mnist_mean")}
                          for r in adaptation.get("summary", [])])
     return (f"<h2>What a few labels per class buy</h2><p>Saved few-shot result "
             f"{html.escape(str(adaptation.get('id', '')))}: "

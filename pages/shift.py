@@ -1,7 +1,8 @@
 """Domain shift: what differs between MNIST and a target set, before and after reframing, in numbers and words."""
 import streamlit as st
 
-from core import shift
+from core import report, shift
+from core.coverage import DEFAULT_TARGET
 from core.errors import DigitLabError
 from core.reframing import DEFAULT_METHOD, METHODS
 from core.wording import pct, plural
@@ -180,9 +181,10 @@ else:
         st.vega_lite_chart(render.learning_curve(shift_view.adaptation_summary(adapted),
                                                  title="Accuracy on the target's test part",
                                                  baseline=adapted["zero_shot"]), width="stretch", key="kshot")
-        st.markdown(shift_view.adaptation_sentence(adapted))
+        # the report's sentence: the pages and the HTML report quote the same k and strategy
+        st.markdown(md_escape(report.adaptation_sentence(adapted, DEFAULT_TARGET, dataset.name)))
         st.caption(f"Adaptation {md_escape(adapted.get('id', ''))}: {adapted['n_test']:,} test images, reframing "
-                   f"`{adapted['reframing']}`, model {md_escape(shown_path(adapted.get('model')))}; mean and "
-                   "standard deviation over seeds.")
+                   f"`{adapted['reframing']}`, model {md_escape(shown_path(adapted.get('model')))}; the mean over "
+                   "seeds, with a band of ± 1 standard deviation where there are several.")
     except (KeyError, TypeError, ValueError, IndexError):  # a result written by another version: say so, go on
         st.caption("The saved adaptation result for this data set could not be read by this version.")

@@ -186,6 +186,14 @@ def test_the_k_shot_chart_draws_each_strategy_in_its_dashboard_colour():
         assert f'stroke="{STRATEGY_COLOURS[strategy]}"' in chart
 
 
+def test_the_adaptation_table_gives_the_spread_in_points_and_none_for_one_seed():
+    section = report._adaptation_section({"id": "x", "n_test": 10, "target": "t", "zero_shot": 0.9, "summary": [
+        {"strategy": "fine-tune", "shots": 1, "mean": 0.95, "std": None, "n": 1, "mnist_mean": 0.98},
+        {"strategy": "fine-tune", "shots": 2, "mean": 0.96, "std": 0.0123, "n": 3, "mnist_mean": 0.98}]})
+    assert "<th>± points</th>" in section
+    assert "<td>95.0 %</td><td></td><td>1</td>" in section and "<td>96.0 %</td><td>1.2</td><td>3</td>" in section
+
+
 def test_adaptation_of_another_model_is_not_claimed(tmp_path):
     results = [{"model": str(tmp_path / "other.keras"), "summary": [{"shots": 1}], "reframing": "paper"},
                {"model": str(reused_model_path()), "summary": [{"shots": 1}], "reframing": "mnist", "id": "b"}]

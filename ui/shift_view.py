@@ -179,15 +179,3 @@ def adaptation_summary(result: dict) -> pd.DataFrame:
     for ui.render.learning_curve."""
     return pd.DataFrame(result["summary"])
 
-
-def adaptation_sentence(result: dict) -> str:
-    """What the most labels bought, from the summary: the best strategy at the largest k against zero-shot."""
-    s = pd.DataFrame(result["summary"])
-    k = int(s["shots"].max())
-    best = s[s["shots"] == k].sort_values("mean", ascending=False).iloc[0]
-    from core.wording import pct, plural, spread
-
-    std = None if pd.isna(best["std"]) else float(best["std"])
-    return (f"With {plural(k, 'labelled target digit')} per class, {best['strategy']} reaches {pct(best['mean'])} "
-            f"({spread(std, int(best['n']))}) on the fixed test part, against "
-            f"{pct(result['zero_shot'])} zero-shot; MNIST accuracy after it: {pct(best['mnist_mean'])}.")
