@@ -593,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true", help="queue it as a background job and return")
     p.add_argument("--title", help="a title for the background job")
     p.add_argument("--no-save", action="store_true",
-                   help="do not save the result (saved, it becomes the one the pages and `report` show; "
+                   help="do not save the result (a saved one can be cited by the pages and `report`; "
                         "a background job always saves)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_adapt)
