@@ -178,11 +178,7 @@ if not results:
     st.stop()
 
 
-by_id = {res["id"]: res for res in results}
-# ids, not positions: a job that ends puts its result first, which would shift a position to another result
-chosen = st.selectbox("Result", list(by_id), format_func=lambda i: pickers.adaptation_label(by_id[i]),
-                      key="adapt_result")
-r = by_id.get(chosen, results[0])
+r = pickers.choose_result(results, key="adapt_result", label="Result")  # every saved result, newest first
 summary = pd.DataFrame(r["summary"])
 st.caption(md_escape(f"{r['provenance']}. Reframing: {r['reframing']}. Model: {r['model']}."))
 

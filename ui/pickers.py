@@ -73,6 +73,15 @@ def adaptation_label(result: dict) -> str:
                                   plural(result_seeds(result), "seed"), result.get("id", "")) if x)
 
 
+def choose_result(results: list[dict], key: str, label: str, help: str | None = None) -> dict:
+    """A box of saved few-shot results (non-empty; the first is the default), each named by adaptation_label;
+    the chosen one."""
+    by_id = {r["id"]: r for r in results}
+    # ids, not positions: a result saved meanwhile comes first and would shift a position to another result
+    chosen = st.selectbox(label, list(by_id), format_func=lambda i: adaptation_label(by_id[i]), key=key, help=help)
+    return by_id.get(chosen, results[0])
+
+
 def adaptation_result(results: list[dict], key: str, scope: str = "this data set") -> dict | None:
     """A box to choose among saved few-shot results when there are several (`results` ranked, the first is the
     default: core.adaptation.results_to_cite; `scope` says which were listed); the chosen one, the only one, or
@@ -81,13 +90,9 @@ def adaptation_result(results: list[dict], key: str, scope: str = "this data set
 
     if len(results) <= 1:
         return results[0] if results else None
-    by_id = {r["id"]: r for r in results}
-    # ids, not positions: a result saved meanwhile comes first and would shift a position to another result
-    chosen = st.selectbox("Few-shot result", list(by_id), format_func=lambda i: adaptation_label(by_id[i]),
-                          key=key, help=f"Saved adaptations of {scope}, the one cited by default first: the "
-                                        f"newest with at least {MIN_SEEDS} seeds per point, the page's reframing "
-                                        "first.")
-    return by_id.get(chosen, results[0])
+    return choose_result(results, key, "Few-shot result",
+                         help=f"Saved adaptations of {scope}, the one cited by default first: the newest with at "
+                              f"least {MIN_SEEDS} seeds per point, the page's reframing first.")
 
 
 def model_label(choice: str, runs: list[dict]) -> str:
