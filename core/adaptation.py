@@ -431,9 +431,22 @@ def results_to_cite(results: list[dict], model_path: str | Path | None = None, m
                                        method is not None and r.get("reframing") != method))
 
 
+def _summary_readable(summary) -> bool:
+    """A saved summary the pages can draw: a list of rows with a numeric shots, mean and n."""
+    if not isinstance(summary, list):
+        return False
+    try:
+        for row in summary:
+            int(row["shots"]), float(row["mean"]), int(row.get("n", 1))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
 def load_results(target: str | None = None) -> list[dict]:
-    """Saved adaptation results, newest first (optionally for one target); damaged files are passed over. A point
-    of one seed has std None (older versions wrote 0.0: one seed measures no spread)."""
+    """Saved adaptation results, newest first (optionally for one target); damaged files (unreadable, or a summary
+    the pages cannot draw) are passed over. A point of one seed has std None (older versions wrote 0.0: one seed
+    measures no spread)."""
     import json
 
     folder = results_dir()
@@ -444,10 +457,11 @@ def load_results(target: str | None = None) -> list[dict]:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and (target is None or data.get("target") == target):
+        if isinstance(data, dict) and (target is None or data.get("target") == target) \
+                and _summary_readable(data.get("summary")):
             data["id"] = p.parent.name
-            for row in data.get("summary") or []:
-                if isinstance(row, dict) and int(row.get("n") or 1) < 2:
+            for row in data["summary"]:
+                if int(row.get("n", 1)) < 2:
                     row["std"] = None
             found.append(data)
     return found

@@ -178,6 +178,16 @@ def test_an_older_one_seed_result_reads_as_no_spread():
     assert [r["std"] for r in adaptation.load_results()[0]["summary"]] == [None, 0.01]
 
 
+@pytest.mark.parametrize("summary", [None, "x", [{"shots": 1, "mean": 0.9, "n": "many"}], [{"mean": 0.9}], [3]])
+def test_a_damaged_result_costs_only_itself(summary):
+    for name, s in (("good", [{"strategy": "fine-tune", "shots": 1, "mean": 0.9, "std": 0.01, "n": 3}]),
+                    ("bad", summary)):
+        folder = adaptation.results_dir() / name
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"target": "t", "summary": s}))
+    assert [r["id"] for r in adaptation.load_results()] == ["good"]
+
+
 @pytest.mark.parametrize("confidence, kept", [(0.0, 5), (0.7, 3), (0.95, 1), (1.01, 0)])
 def test_pseudo_labels_keep_what_the_model_is_sure_of(monkeypatch, confidence, kept):
     proba = np.array([[0.97, 0.03], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5], [0.1, 0.9]])
